@@ -1,0 +1,189 @@
+r"""Many batch estimates :math:`\hat g` of the tabular policy gradient, and how far they are from the truth.
+
+Each row of :func:`gradient_samples` is one batch's estimate
+
+.. math:: \hat g = \frac1B \sum_{i=1}^B \sum_t \nabla_\theta\log\pi_\theta(a^i_t\mid s^i_t)\,\Psi^i_t ,
+
+with the score of the tabular softmax in closed form (no autograd, all episodes at once).
+:func:`compare` reports, for each Ψ, the bias, the variance and the MSE against the exact
+gradient, each with its standard error.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import torch
+
+from . import estimators as est
+from .baselines import state_value_baseline
+from .device import generator as make_generator
+from .mdp import Episodes, TabularMDP
+from .policies import softmax_score_sum
+from .validate import positive_int
+
+PSI_FORMS = ("full_return", "reward_to_go", "reward_to_go_minus_value", "q_value", "advantage", "td_residual")
+EXTRA_FORMS = ("reward_to_go_minus_baseline",)
+PsiFn = Callable[[Episodes, TabularMDP, torch.Tensor], torch.Tensor]
+
+
+def exact_step_values(mdp: TabularMDP, logits: torch.Tensor, ep: Episodes):
+    """V_t(s_t), Q_t(s_t, a_t) and V_{t+1}(s_{t+1}) of the exact MDP at every step of ``ep`` (N, H)."""
+    V, Q = mdp.values(logits.to(ep.rewards.dtype))
+    t = torch.arange(ep.states.shape[-1], device=ep.states.device).expand_as(ep.states)
+    v = state_value_baseline(V, ep.states)
+    q = Q[t, ep.states, ep.actions]
+    v_next = torch.where(ep.terminated, torch.zeros_like(v), V[t + 1, ep.next_states])
+    return v, q, v_next
+
+
+def psi_weights(name: str, ep: Episodes, mdp: TabularMDP, logits: torch.Tensor, *, discount_t: bool = True,
+                baseline=None, action_baseline=None) -> torch.Tensor:
+    """The weights Ψ_t (N, H) of the named form for sampled episodes, using the exact V and Q of ``mdp``."""
+    g, r, dones = mdp.gamma, ep.rewards, ep.dones
+    if name == "full_return":
+        return est.full_return_weights(r, g, dones)
+    if name == "reward_to_go":
+        return est.reward_to_go_weights(r, g, dones, discount_t=discount_t)
+    if name == "reward_to_go_minus_baseline":
+        return est.baseline_weights(r, _baseline_table(baseline, action_baseline, ep, mdp, r), g, dones,
+                                    discount_t=discount_t)
+    v, q, v_next = exact_step_values(mdp, logits, ep)
+    if name == "reward_to_go_minus_value":
+        return est.baseline_weights(r, v, g, dones, discount_t=discount_t)
+    if name == "q_value":
+        return est.q_weights(q, g, dones, discount_t=discount_t)
+    if name == "advantage":
+        return est.advantage_weights(q - v, g, dones, discount_t=discount_t)
+    if name == "td_residual":
+        return est.td_residual_weights(r, v, v_next, ep.terminated, ep.truncated, g, discount_t=discount_t)
+    raise ValueError(f"psi must be one of {PSI_FORMS + EXTRA_FORMS} or a callable, got {name!r}")
+
+
+def _baseline_table(baseline, action_baseline, ep: Episodes, mdp: TabularMDP, like: torch.Tensor) -> torch.Tensor:
+    if (baseline is None) == (action_baseline is None):
+        raise ValueError("psi='reward_to_go_minus_baseline' needs exactly one of baseline= or action_baseline=")
+    if action_baseline is not None:
+        b = torch.as_tensor(action_baseline, dtype=like.dtype, device=like.device)
+        if tuple(b.shape) != (mdp.n_states, mdp.n_actions):
+            raise ValueError(f"action_baseline must be shaped (S, A)=({mdp.n_states}, {mdp.n_actions}), got {tuple(b.shape)}")
+        return b[ep.states, ep.actions]
+    if callable(baseline):
+        return baseline(ep)
+    b = torch.as_tensor(baseline, dtype=like.dtype, device=like.device)
+    if b.dim() == 0:
+        return b.expand_as(like)
+    if tuple(b.shape) == (mdp.n_states,):
+        return b[ep.states]
+    if tuple(b.shape) in ((mdp.horizon, mdp.n_states), (mdp.horizon + 1, mdp.n_states)):
+        return state_value_baseline(b, ep.states)
+    raise ValueError(f"baseline must be a number, (S,), (H, S) or a callable; got shape {tuple(b.shape)}")
+
+
+def gradient_samples(mdp: TabularMDP, logits: torch.Tensor, psi: Union[str, PsiFn], batch_size: int, n_batches: int,
+                     seed: int | torch.Generator = 0, *, discount_t: bool = True, baseline=None,
+                     action_baseline=None, chunk_episodes: int = 1 << 17) -> torch.Tensor:
+    """``n_batches`` independent batch estimates ĝ of ∇J, shaped (n_batches, S, A).
+
+    ``psi`` is a name in :data:`PSI_FORMS` (or ``"reward_to_go_minus_baseline"`` with ``baseline=``
+    a number, an (S,) or (H, S) table, or ``action_baseline=`` an (S, A) table, which is biased), or
+    a callable ``(episodes, mdp, logits) -> weights (N, H)``. ``discount_t=False`` drops γᵗ (biased).
+    Runs on the device of ``logits``.
+    """
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    logits = mdp._check_logits(logits).detach()
+    if not callable(psi):
+        if not isinstance(psi, str):
+            raise TypeError(f"psi must be a string or a callable, got {type(psi).__name__}")
+        if psi not in PSI_FORMS + EXTRA_FORMS:
+            raise ValueError(f"psi must be one of {PSI_FORMS + EXTRA_FORMS} or a callable, got {psi!r}")
+    batch_size = positive_int(batch_size, "batch_size")
+    n_batches = positive_int(n_batches, "n_batches")
+    gen = make_generator(seed, logits.device)
+    per_chunk = max(1, chunk_episodes // batch_size)
+    out = []
+    for first in range(0, n_batches, per_chunk):
+        nb = min(per_chunk, n_batches - first)
+        ep = mdp.sample(logits, nb * batch_size, gen)
+        if callable(psi):
+            w = psi(ep, mdp, logits)
+        else:
+            w = psi_weights(psi, ep, mdp, logits, discount_t=discount_t, baseline=baseline,
+                            action_baseline=action_baseline)
+        m = ep.mask
+        group = (torch.arange(nb * batch_size, device=m.device) // batch_size).unsqueeze(-1).expand_as(m)
+        sums = softmax_score_sum(logits.to(w.dtype), ep.states[m], ep.actions[m], w[m], group[m], nb)
+        out.append(sums / batch_size)
+    return torch.cat(out).to(logits.dtype)
+
+
+@dataclass
+class Row:
+    """One Ψ's figures: each with its standard error."""
+
+    psi: str
+    bias: float
+    bias_se: float
+    variance: float
+    variance_se: float
+    mse: float
+    mse_se: float
+
+
+def summarize(samples: torch.Tensor, exact: torch.Tensor, name: str = "") -> Row:
+    r"""Bias ‖ḡ − g‖, total variance tr Σ, and MSE E‖ĝ − g‖² of ``samples`` (n, ...) against ``exact``.
+
+    Standard errors: for the bias, the norm an unbiased mean would show, :math:`\sqrt{\operatorname{tr}\Sigma/n}`;
+    for variance and MSE, the standard error of the mean of the per-batch squared norms.
+    """
+    n = samples.shape[0]
+    if n < 2:
+        raise ValueError("samples needs at least 2 batches to estimate a variance")
+    x = samples.reshape(n, -1).double()
+    g = exact.reshape(-1).double().to(x.device)
+    mean = x.mean(0)
+    dev2 = ((x - mean) ** 2).sum(-1) * n / (n - 1)
+    err2 = ((x - g) ** 2).sum(-1)
+    var = float(dev2.mean())
+    se = lambda v: float(v.std() / math.sqrt(n))  # noqa: E731
+    return Row(name, float((mean - g).norm()), math.sqrt(var / n), var, se(dev2), float(err2.mean()), se(err2))
+
+
+class VarianceTable:
+    """The rows of :func:`compare`, printed as a fixed-width table (and as HTML in a notebook)."""
+
+    def __init__(self, rows: Sequence[Row], title: str = ""):
+        self.rows = list(rows)
+        self.title = title
+
+    def __getitem__(self, psi: str) -> Row:
+        for r in self.rows:
+            if r.psi == psi:
+                return r
+        raise KeyError(psi)
+
+    def __str__(self) -> str:
+        head = f"{'psi':<28}{'bias':>20}{'variance':>24}{'MSE':>24}"
+        lines = ([self.title] if self.title else []) + [head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(f"{r.psi:<28}{_pm(r.bias, r.bias_se):>20}{_pm(r.variance, r.variance_se):>24}"
+                         f"{_pm(r.mse, r.mse_se):>24}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _pm(x: float, se: float) -> str:
+    return f"{x:.4g} ± {se:.2g}"
+
+
+def compare(mdp: TabularMDP, logits: torch.Tensor, psis: Sequence[str] = ("full_return", "reward_to_go", "advantage"),
+            batch_size: int = 16, n_batches: int = 2000, seed: int = 0, **kwargs) -> VarianceTable:
+    """Bias, variance and MSE of ĝ against the exact gradient for each Ψ in ``psis`` (same seed each)."""
+    exact = mdp.exact_gradient(logits)
+    rows = [summarize(gradient_samples(mdp, logits, p, batch_size, n_batches, seed, **kwargs), exact, p)
+            for p in psis]
+    return VarianceTable(rows, f"{mdp.name}: batch size {batch_size}, {n_batches} batches, gamma={mdp.gamma}, "
+                               f"horizon={mdp.horizon}")

@@ -1,0 +1,19 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def cuda_devices():
+    return [torch.device("cuda")] if torch.cuda.is_available() else []
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(params=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def dev(request):
+    """Every test using this fixture runs on the CPU and, where there is one, on CUDA."""
+    return torch.device(request.param)
