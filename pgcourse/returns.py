@@ -21,23 +21,24 @@ def reverse_scan(x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
 
     On the CPU (float32/64, no autograd) a numpy loop over time, vectorized over the batch, is
     fastest; elsewhere (CUDA, autograd, half precision) a log-depth Hillis–Steele scan needs only
-    :math:`\lceil\log_2 T\rceil` steps of whole-tensor operations.
+    :math:`\lceil\log_2 T\rceil` steps of whole-tensor operations. ``x`` is never modified.
     """
+    same_shape(coef, "coef", x, "x")
     if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and coef.dtype == x.dtype
-            and not (x.requires_grad or coef.requires_grad)):
+            and coef.device == x.device and not (x.requires_grad or coef.requires_grad)):
         return _scan_numpy(x, coef)
     return _scan_doubling(x, coef)
 
 
 def _scan_numpy(x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    xt = np.ascontiguousarray(np.moveaxis(x.numpy(), -1, 0))
-    ct = np.ascontiguousarray(np.moveaxis(coef.numpy(), -1, 0))
-    out = np.empty_like(xt)
-    out[-1] = xt[-1]
-    for t in range(xt.shape[0] - 2, -1, -1):
-        np.multiply(ct[t], out[t + 1], out=out[t])
-        out[t] += xt[t]
-    return torch.from_numpy(np.moveaxis(out, 0, -1))
+    # Time-major copies, so each step works on one contiguous row; y overwrites the copy of x.
+    y = np.array(np.moveaxis(x.numpy(), -1, 0), order="C", copy=True)
+    c = np.ascontiguousarray(np.moveaxis(coef.numpy(), -1, 0))
+    tmp = np.empty_like(y[0])
+    for t in range(y.shape[0] - 2, -1, -1):
+        np.multiply(c[t], y[t + 1], out=tmp)
+        y[t] += tmp
+    return torch.from_numpy(np.moveaxis(y, 0, -1))
 
 
 def _scan_doubling(x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
@@ -133,8 +134,8 @@ def gae(
                  else bool_tensor(truncated, "truncated", rewards, "rewards"))
     gamma = unit_interval(gamma, "gamma")
     lam = unit_interval(lam, "lam")
-    not_term = (~terminated).to(rewards.dtype)
-    deltas = rewards + gamma * not_term * next_values - values
-    coef = (~(terminated | truncated)).to(rewards.dtype) * (gamma * lam)
+    deltas = rewards - values
+    deltas.add_(next_values.masked_fill(terminated, 0.0), alpha=gamma)  # r + γ(1 − term)V(s') − V(s)
+    coef = torch.full_like(rewards, gamma * lam).masked_fill_(terminated | truncated, 0.0)
     advantages = reverse_scan(deltas, coef)
     return advantages, advantages + values
