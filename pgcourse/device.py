@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import random
 
 import numpy as np
@@ -41,3 +42,19 @@ def generator(seed: int | torch.Generator, dev: torch.device | str = "cpu") -> t
     g = torch.Generator(device=torch.device(dev))
     g.manual_seed(int(seed))
     return g
+
+
+@contextmanager
+def torch_threads(n: int = 1):
+    """Run a block with ``n`` intra-op threads (restored afterwards).
+
+    Training small networks on a CPU is latency-bound: every op on a tiny tensor that enters an
+    OpenMP parallel region pays a barrier, which costs milliseconds on a busy machine. One thread
+    is faster there, and its results do not depend on the machine's core count.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
