@@ -1,6 +1,7 @@
 """Plots shared by the notebooks and figures: learning curves over seeds, estimates against the truth."""
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -47,7 +48,8 @@ def learning_curves(runs: Mapping[str, Sequence], ax=None, x: str = "env_steps",
         end = max((h.env_steps[-1] if x == "env_steps" else h.wall_time[-1]) for h in hists if h.env_steps)
         grid = np.linspace(0, end, n_points)
         ys = np.stack([smoothed_curve(h, x, window, grid)[1] for h in hists])
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # grid points before any episode ended are NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(ys, 0)
             lo, hi = ((np.nanmin(ys, 0), np.nanmax(ys, 0)) if spread == "minmax"
                       else (mean - np.nanstd(ys, 0), mean + np.nanstd(ys, 0)))
