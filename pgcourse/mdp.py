@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 from .device import generator as make_generator
@@ -122,13 +123,16 @@ class TabularMDP:
     def values(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact time-dependent ``V`` (H+1, S) and ``Q`` (H, S, A) of the softmax policy; ``V[H] = 0``."""
         logits = self._check_logits(logits)
-        P, R, _ = self._tables(logits)
+        _, R, _ = self._tables(logits)
+        # Σ_s' P(s'|s,a) V(s') over the few successors of each (s, a): (succ_p * V[succ]).sum(-1).
+        succ, succ_p = self._succ.to(logits.device), self._succ_p.to(logits.device, logits.dtype)
         pi = torch.softmax(logits, -1)
         H = self.horizon
         V = [torch.zeros(self.n_states, dtype=logits.dtype, device=logits.device)]
         Q = []
+        live = (~self.terminal).to(logits.device, logits.dtype).unsqueeze(-1)
         for _ in range(H):
-            q = R + self.gamma * P @ V[-1]
+            q = (R + self.gamma * (succ_p * V[-1][succ]).sum(-1)) * live  # an episode ends on entering a terminal state: V = Q = 0 there
             Q.append(q)
             V.append((pi * q).sum(-1))
         return torch.stack(V[::-1]), torch.stack(Q[::-1])
@@ -169,9 +173,8 @@ class TabularMDP:
         K = int(nz.sum(-1).max())
         order = torch.argsort(nz.to(torch.int8), dim=-1, descending=True, stable=True)[..., :K]
         probs = self.P.gather(-1, order)
-        self._succ = order
-        self._succ_cdf = probs.cumsum(-1)
-        self._succ_cdf[..., -1] = 1.0 + 1e-9  # guard against round-off at the top
+        self._succ, self._succ_p = order, probs
+        self._succ_cdf = _safe_cdf(probs)
         self._succ_reward = self.R_sas.gather(-1, order)
 
     def sample(self, logits: torch.Tensor, n_episodes: int, seed: int | torch.Generator = 0) -> Episodes:
@@ -184,18 +187,17 @@ class TabularMDP:
         n = positive_int(n_episodes, "n_episodes")
         dev, H = logits.device, self.horizon
         gen = make_generator(seed, dev)
-        pi_cdf = torch.softmax(logits.double(), -1).cumsum(-1)
-        pi_cdf[:, -1] = 1.0 + 1e-9
+        pi_cdf = _safe_cdf(torch.softmax(logits.double(), -1))
         succ, succ_cdf, succ_r = (self._succ.to(dev), self._succ_cdf.to(dev), self._succ_reward.to(dev))
         terminal = self.terminal.to(dev)
         u0 = torch.rand(n, generator=gen, device=dev, dtype=torch.float64)
-        s = torch.searchsorted(self.mu0.cumsum(0).to(dev), u0.unsqueeze(-1)).squeeze(-1).clamp_max(self.n_states - 1)
+        s = torch.searchsorted(_safe_cdf(self.mu0).to(dev), u0, right=True)
         alive = ~terminal[s]
         u = torch.rand(H, 2, n, generator=gen, device=dev, dtype=torch.float64)
         cols = {k: [] for k in ("states", "actions", "rewards", "next_states", "terminated", "truncated", "mask")}
         for t in range(H):
-            a = (pi_cdf[s] < u[t, 0].unsqueeze(-1)).sum(-1)
-            k = (succ_cdf[s, a] < u[t, 1].unsqueeze(-1)).sum(-1, keepdim=True)
+            a = (pi_cdf[s] <= u[t, 0].unsqueeze(-1)).sum(-1)
+            k = (succ_cdf[s, a] <= u[t, 1].unsqueeze(-1)).sum(-1, keepdim=True)
             s2 = succ[s, a].gather(-1, k).squeeze(-1)
             r = succ_r[s, a].gather(-1, k).squeeze(-1)
             term = terminal[s2] & alive
@@ -232,8 +234,8 @@ class TabularMDP:
                     for a in table[s] for p, s2, r, d in table[s][a] if p > 0)
         n = S + 1 if mixed else S
         end = S if mixed else None
-        P = torch.zeros(n, A, n, dtype=torch.float64)
-        Rw = torch.zeros(n, A, n, dtype=torch.float64)
+        P = np.zeros((n, A, n))
+        PR = np.zeros((n, A, n))  # Σ p·r over the table's entries into each (s, a, s')
         for s in range(S):
             if not mixed and s in term_targets:
                 P[s, :, s] = 1.0
@@ -241,19 +243,32 @@ class TabularMDP:
             for a in range(A):
                 for p, s2, r, d in table[s][a]:
                     target = end if (mixed and d) else int(s2)
-                    Rw[s, a, target] = (Rw[s, a, target] * P[s, a, target] + p * r) / (P[s, a, target] + p) \
-                        if P[s, a, target] + p > 0 else 0.0
                     P[s, a, target] += p
+                    PR[s, a, target] += p * r
         terminal = torch.zeros(n, dtype=torch.bool)
         if mixed:
             P[end, :, end] = 1.0
             terminal[end] = True
         else:
             terminal[list(term_targets)] = True
+        # The reward of a transition: the mean over the table's entries that lead to the same s'.
+        Rw = torch.from_numpy(np.divide(PR, P, out=np.zeros_like(PR), where=P > 0))
+        P = torch.from_numpy(P)
         mu0 = torch.zeros(n, dtype=torch.float64)
         mu0[:S] = torch.as_tensor(u.initial_state_distrib, dtype=torch.float64)
         name = env.spec.id if getattr(env, "spec", None) is not None else type(u).__name__
         return cls(P, Rw, mu0, gamma=gamma, horizon=horizon, terminal=terminal, name=name)
+
+
+def _safe_cdf(p: torch.Tensor) -> torch.Tensor:
+    """Cumulative sums of probabilities ``p`` along the last axis, for drawing ``(cdf <= u).sum(-1)``, u in [0, 1).
+
+    From the last positive entry on they are set to 2, so round-off in the sum can never
+    select an outcome of probability zero.
+    """
+    cdf = p.cumsum(-1)
+    last = (p > 0).long().cumsum(-1).argmax(-1, keepdim=True)
+    return cdf.masked_fill(torch.arange(p.shape[-1], device=p.device) >= last, 2.0)
 
 
 # ---- small hand-made MDPs that make the lessons visible ------------------------------------
