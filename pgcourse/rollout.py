@@ -35,12 +35,18 @@ def make_vec_env(env_id: str = "CartPole-v1", n_envs: int = 8, seed: int = 0, **
     """
     positive_int(n_envs, "n_envs")
     envs = gym.make_vec(env_id, num_envs=n_envs, **kwargs)
-    mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-    if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
-        raise ValueError(f"autoreset mode {mode} is not supported (use NEXT_STEP or SAME_STEP)")
+    autoreset_mode(envs)
     envs.reset(seed=seed)
     envs.action_space.seed(seed)
     return envs
+
+
+def autoreset_mode(envs: gym.vector.VectorEnv) -> gym.vector.AutoresetMode:
+    """The vector environment's autoreset mode; a ``ValueError`` unless NEXT_STEP or SAME_STEP."""
+    mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+    if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
+        raise ValueError(f"envs: autoreset mode {mode} is not supported (use NEXT_STEP or SAME_STEP)")
+    return mode
 
 
 @dataclass
@@ -94,7 +100,8 @@ class Collector:
 
     ``logits_fn(obs) -> logits (N, A)`` picks actions (sampled with a seeded generator);
     ``value_fn(obs) -> (N,)`` (optional) fills ``values`` and ``next_values``. Episode statistics
-    accumulate in ``self.stats``; ``self.env_steps`` counts vector steps × envs.
+    accumulate in ``self.stats``; ``self.env_steps`` counts real transitions (autoreset steps,
+    which are none, are not counted), so the count does not depend on the autoreset mode.
     """
 
     def __init__(self, envs: gym.vector.VectorEnv, logits_fn: LogitsFn, value_fn: ValueFn | None = None,
@@ -102,7 +109,7 @@ class Collector:
         self.envs, self.logits_fn, self.value_fn = envs, logits_fn, value_fn
         self.device = torch.device(device)
         self.n_envs = envs.num_envs
-        self.same_step = envs.metadata.get("autoreset_mode") == gym.vector.AutoresetMode.SAME_STEP
+        self.same_step = autoreset_mode(envs) == gym.vector.AutoresetMode.SAME_STEP
         obs, _ = envs.reset(seed=seed)
         self.obs = np.asarray(obs, dtype=np.float32)
         self.prev_done = np.zeros(self.n_envs, dtype=bool)
@@ -142,7 +149,7 @@ class Collector:
                 final_obs[t][done] = np.stack(info["final_obs"][done])
             self.ep_return += np.where(real, r, 0.0)
             self.ep_length += real
-            self.env_steps += N
+            self.env_steps += int(real.sum())
             for i in np.flatnonzero(done):
                 self.stats.returns.append(float(self.ep_return[i]))
                 self.stats.lengths.append(int(self.ep_length[i]))
@@ -172,20 +179,22 @@ def first_episode_mask(dones: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class EpisodeCollector(Collector):
     """Whole episodes, one per environment, all sampled by the current policy (REINFORCE's batches).
 
-    Each call resets every environment (seeded), steps until each has finished its first episode
+    Each call resets every environment, steps until each has finished its first episode
     (terminated, or truncated by the time limit), and keeps only those first episodes: row i of the
     returned :class:`Rollout` is episode i, padded with ``mask = False``. ``env_steps`` counts the
     transitions kept; the steps an early finisher takes while waiting for the others are discarded.
+    The environments are seeded once, by the constructor; each reset continues their random streams
+    (reseeding every call with ``seed + call`` would replay initial states: a ``SyncVectorEnv``
+    seeds its environment i with ``seed + i``).
     """
 
     def __init__(self, envs, logits_fn, value_fn=None, seed: int = 0, device="cpu", max_steps: int = 10_000):
         super().__init__(envs, logits_fn, value_fn, seed, device)
-        self.seed, self.calls, self.max_steps = seed, 0, max_steps
+        self.max_steps = positive_int(max_steps, "max_steps")
 
     @torch.no_grad()
     def collect(self, n_steps: int | None = None) -> Rollout:
-        self.calls += 1
-        obs, _ = self.envs.reset(seed=self.seed * 100_003 + self.calls)
+        obs, _ = self.envs.reset()
         self.obs = np.asarray(obs, dtype=np.float32)
         self.prev_done[:] = False
         self.ep_return[:], self.ep_length[:] = 0.0, 0
