@@ -14,18 +14,31 @@ from torch import nn
 from .validate import as_tensor, float_tensor, positive_int
 
 
-def softmax_probs(logits: torch.Tensor) -> torch.Tensor:
-    """π(a|s) for every state, shaped like ``logits`` (S, A)."""
+def _table_logits(logits) -> torch.Tensor:
     logits = float_tensor(logits, "logits", min_dim=2)
     if logits.dim() != 2:
         raise ValueError(f"logits must be shaped (S, A), got {tuple(logits.shape)}")
-    return torch.softmax(logits, dim=-1)
+    return logits
+
+
+def softmax_probs(logits: torch.Tensor) -> torch.Tensor:
+    """π(a|s) for every state, shaped like ``logits`` (S, A)."""
+    return torch.softmax(_table_logits(logits), dim=-1)
 
 
 def softmax_log_prob(logits: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """log π(a_t|s_t) for index tensors ``states`` and ``actions`` of one shape; differentiable in ``logits``."""
-    logp = torch.log_softmax(logits, dim=-1)
-    return logp[states, actions]
+    logp = torch.log_softmax(_table_logits(logits), dim=-1)
+    states, actions = as_tensor(states, "states"), as_tensor(actions, "actions")
+    for name, idx, n in (("states", states, logp.shape[0]), ("actions", actions, logp.shape[1])):
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor, got dtype {idx.dtype}")
+        if idx.numel() and not bool(((idx >= 0) & (idx < n)).all()):
+            raise ValueError(f"{name} must lie in [0, {n})")
+    if states.shape != actions.shape:
+        raise ValueError(f"states has shape {tuple(states.shape)} but actions has shape {tuple(actions.shape)}; "
+                         "they must match")
+    return logp[states.to(logp.device), actions.to(logp.device)]
 
 
 def softmax_score(logits: torch.Tensor, state: int, action: int) -> torch.Tensor:

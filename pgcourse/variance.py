@@ -11,7 +11,7 @@ gradient, each with its standard error.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Sequence, Union
 
 import torch
@@ -21,7 +21,7 @@ from .baselines import state_value_baseline
 from .device import generator as make_generator
 from .mdp import Episodes, TabularMDP
 from .policies import softmax_score_sum
-from .validate import positive_int
+from .validate import float_tensor, positive_int, same_shape
 
 PSI_FORMS = ("full_return", "reward_to_go", "reward_to_go_minus_value", "q_value", "advantage", "td_residual")
 EXTRA_FORMS = ("reward_to_go_minus_baseline",)
@@ -70,7 +70,7 @@ def _baseline_table(baseline, action_baseline, ep: Episodes, mdp: TabularMDP, li
             raise ValueError(f"action_baseline must be shaped (S, A)=({mdp.n_states}, {mdp.n_actions}), got {tuple(b.shape)}")
         return b[ep.states, ep.actions]
     if callable(baseline):
-        return baseline(ep)
+        return _check_weights(baseline(ep), "baseline", like)
     b = torch.as_tensor(baseline, dtype=like.dtype, device=like.device)
     if b.dim() == 0:
         return b.expand_as(like)
@@ -81,6 +81,32 @@ def _baseline_table(baseline, action_baseline, ep: Episodes, mdp: TabularMDP, li
     raise ValueError(f"baseline must be a number, (S,), (H, S) or a callable; got shape {tuple(b.shape)}")
 
 
+def by_batch(ep: Episodes, batch_size: int) -> Episodes:
+    """The episodes of consecutive batches (rows ``j*B ... j*B + B - 1`` form batch j) laid out
+    (B, n_batches, H): ``view[:, j]`` is batch j, and axis 0 runs over the episodes of one batch,
+    so a mean over axis 0 (e.g. :func:`pgcourse.baselines.batch_mean_baseline`) is a mean within each batch."""
+    batch_size = positive_int(batch_size, "batch_size")
+    n, H = ep.states.shape
+    if n % batch_size:
+        raise ValueError(f"batch_size={batch_size} must divide the number of episodes, {n}")
+    return Episodes(**{f.name: getattr(ep, f.name).view(n // batch_size, batch_size, H).transpose(0, 1)
+                       for f in fields(ep)})
+
+
+def _unbatch(w: torch.Tensor) -> torch.Tensor:
+    return w.transpose(0, 1).reshape(-1, w.shape[-1])
+
+
+def _check_weights(w, name: str, like: torch.Tensor) -> torch.Tensor:
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{name} must return a tensor shaped like episodes.rewards, got {type(w).__name__}")
+    w = float_tensor(w, f"the output of {name}", min_dim=0).to(like.dtype)
+    if w.dim() == 0:
+        return w.expand_as(like)
+    same_shape(w, f"the output of {name}", like, "episodes.rewards")
+    return w
+
+
 def gradient_samples(mdp: TabularMDP, logits: torch.Tensor, psi: Union[str, PsiFn], batch_size: int, n_batches: int,
                      seed: int | torch.Generator = 0, *, discount_t: bool = True, baseline=None,
                      action_baseline=None, chunk_episodes: int = 1 << 17) -> torch.Tensor:
@@ -88,8 +114,11 @@ def gradient_samples(mdp: TabularMDP, logits: torch.Tensor, psi: Union[str, PsiF
 
     ``psi`` is a name in :data:`PSI_FORMS` (or ``"reward_to_go_minus_baseline"`` with ``baseline=``
     a number, an (S,) or (H, S) table, or ``action_baseline=`` an (S, A) table, which is biased), or
-    a callable ``(episodes, mdp, logits) -> weights (N, H)``. ``discount_t=False`` drops γᵗ (biased).
-    Runs on the device of ``logits``.
+    a callable ``(episodes, mdp, logits) -> weights``. ``discount_t=False`` drops γᵗ (biased).
+    A callable ``psi`` or ``baseline`` gets the episodes of many batches at once, laid out
+    (batch_size, n, H) by :func:`by_batch` (axis 0: the episodes of one batch), and returns a
+    tensor of that shape; so ``baseline=lambda ep: batch_mean_baseline(G(ep), ep.mask)`` is a
+    mean within each batch. Runs on the device of ``logits``.
     """
     if not isinstance(mdp, TabularMDP):
         raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
@@ -107,11 +136,15 @@ def gradient_samples(mdp: TabularMDP, logits: torch.Tensor, psi: Union[str, PsiF
     for first in range(0, n_batches, per_chunk):
         nb = min(per_chunk, n_batches - first)
         ep = mdp.sample(logits, nb * batch_size, gen)
+        batched = callable(psi) or callable(baseline)
+        view = by_batch(ep, batch_size) if batched else ep
         if callable(psi):
-            w = psi(ep, mdp, logits)
+            w = _check_weights(psi(view, mdp, logits), "psi", view.rewards)
         else:
-            w = psi_weights(psi, ep, mdp, logits, discount_t=discount_t, baseline=baseline,
+            w = psi_weights(psi, view, mdp, logits, discount_t=discount_t, baseline=baseline,
                             action_baseline=action_baseline)
+        if batched:
+            w = _unbatch(w)
         m = ep.mask
         group = (torch.arange(nb * batch_size, device=m.device) // batch_size).unsqueeze(-1).expand_as(m)
         sums = softmax_score_sum(logits.to(w.dtype), ep.states[m], ep.actions[m], w[m], group[m], nb)
