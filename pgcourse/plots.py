@@ -45,7 +45,10 @@ def learning_curves(runs: Mapping[str, Sequence], ax=None, x: str = "env_steps",
     for label, hists in runs.items():
         if not hists:
             raise ValueError(f"runs[{label!r}] holds no History")
-        end = max((h.env_steps[-1] if x == "env_steps" else h.wall_time[-1]) for h in hists if h.env_steps)
+        ends = [h.env_steps[-1] if x == "env_steps" else h.wall_time[-1] for h in hists if h.env_steps]
+        if not ends:
+            raise ValueError(f"runs[{label!r}]: no History has recorded an update")
+        end = max(ends)
         grid = np.linspace(0, end, n_points)
         ys = np.stack([smoothed_curve(h, x, window, grid)[1] for h in hists])
         with warnings.catch_warnings():  # grid points before any episode ended are NaN
