@@ -33,7 +33,7 @@ def _loop_cases() -> list[Case]:
         (_t([2.0]), 0.9, "an episode of one step"),
         (_t([1.0, -2.0, 3.0, -4.0]), 0.9, "negative rewards"),
         (_t([5.0, 1.0, 2.0]), 0.0, "γ = 0: each step keeps only its own reward"),
-        (rnd, 0.99, "random float64 rewards, γ = 0.99 (keep the dtype)"),
+        (rnd, 0.99, "random float64 rewards, γ = 0.99"),
     ]
     return [Case((r, g), expected=reward_to_go(r, g), note=note) for r, g, note in cases]
 
@@ -56,7 +56,7 @@ def _vectorized_cases() -> list[Case]:
         (_t([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), 0.9, torch.tensor([True, False, True, True, False, False]),
          "episodes of length 1, 2, 1 and an unfinished one"),
         (batch, 0.9, batch_dones, "a (4, 9) batch, boundaries different in every row"),
-        (long_r, 0.99, long_d, "a (3, 40) float64 batch (keep the dtype)"),
+        (long_r, 0.99, long_d, "a (3, 40) float64 batch"),
         (batch.reshape(2, 2, T), 1.0, batch_dones.reshape(2, 2, T), "a (2, 2, 9) batch: time is the last axis"),
     ]
     return [Case((r, g, d), expected=reward_to_go(r, g, d), note=note) for r, g, d, note in cases]
