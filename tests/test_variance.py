@@ -5,9 +5,9 @@ Statistics: each test draws many independent batch estimates ĝ with a fixed see
 with the exact gradient coordinate by coordinate, in units of the standard error of that mean (the sample
 standard deviation of the batches / √n_batches, with n_batches ≥ 1000, so the SE itself is accurate to ~2%).
 
-Multiple comparisons: the unbiasedness tests below make about 6 forms × 5 MDPs × ≤ 64 coordinates ≈ 900
+Multiple comparisons: the unbiasedness tests below make 6 forms × (4 + 4 + 28 + 8 + 64) coordinates ≈ 650
 comparisons (plus the baseline tests). For a normal mean, P(|z| > 4) = 6.3e-5, so the whole file expects
-~0.06 false alarms: a 4-SE margin per coordinate keeps the family-wise false-alarm rate near 5% even without
+~0.04 false alarms: a 4-SE margin per coordinate keeps the family-wise false-alarm rate near 4% even without
 the fixed seeds, while a real bias of the size the biased forms show (10–60 SE here) is never missed. The
 biased forms must exceed 6 SE, well clear of the largest |z| an unbiased form reaches here (2.9 with these seeds;
 the smallest biased one is 10.6).
