@@ -75,6 +75,7 @@ def reward_to_go(rewards: torch.Tensor, gamma: float = 1.0, dones: torch.Tensor 
 
 def episode_start_index(dones: torch.Tensor) -> torch.Tensor:
     """For each step, the index (along the last axis) of the first step of its episode."""
+    dones = bool_tensor(dones, "dones", dones, "dones")
     T = dones.shape[-1]
     idx = torch.arange(T, device=dones.device).expand(dones.shape)
     starts = torch.zeros_like(dones)
@@ -85,6 +86,7 @@ def episode_start_index(dones: torch.Tensor) -> torch.Tensor:
 
 def steps_since_start(dones: torch.Tensor) -> torch.Tensor:
     """For each step, ``t`` counted from the first step of its episode (0, 1, 2, ...)."""
+    dones = bool_tensor(dones, "dones", dones, "dones")
     T = dones.shape[-1]
     idx = torch.arange(T, device=dones.device).expand(dones.shape)
     return idx - episode_start_index(dones)
@@ -139,3 +141,49 @@ def gae(
     coef = torch.full_like(rewards, gamma * lam).masked_fill_(terminated | truncated, 0.0)
     advantages = reverse_scan(deltas, coef)
     return advantages, advantages + values
+
+
+
+def n_step_advantage(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor | None = None,
+    gamma: float = 0.99,
+    n: int = 1,
+) -> torch.Tensor:
+    r"""The n-step advantage estimate: n rewards, then the value of the state reached.
+
+    .. math::
+        \hat A^{(n)}_t = \sum_{l=0}^{n-1} \gamma^l r_{t+l} + \gamma^n V(s_{t+n}) - V(s_t)
+        \;=\; \sum_{l=0}^{n-1} \gamma^l \delta_{t+l}
+        \quad\text{(when next\_values}_t = \text{values}_{t+1}\text{ inside an episode)}.
+
+    The sum stops at the end of t's episode (or of the row): there it bootstraps from
+    ``next_values`` unless the step is ``terminated``, so a truncated episode bootstraps and a
+    terminated one does not, as in :func:`gae`. n = 1 is the TD residual :math:`\delta_t`; an n
+    beyond the episode's end gives the (bootstrapped) reward-to-go minus :math:`V(s_t)`, GAE with λ = 1.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    rewards = float_tensor(rewards, "rewards")
+    values = float_tensor(values, "values")
+    next_values = float_tensor(next_values, "next_values")
+    same_shape(values, "values", rewards, "rewards")
+    same_shape(next_values, "next_values", rewards, "rewards")
+    terminated = bool_tensor(terminated, "terminated", rewards, "rewards")
+    dones = terminated if truncated is None else terminated | bool_tensor(truncated, "truncated", rewards, "rewards")
+    gamma = unit_interval(gamma, "gamma")
+    n, T = int(n), rewards.shape[-1]
+    t = torch.arange(T, device=rewards.device).expand(rewards.shape)
+    # last step of t's episode: the first done at or after t (or the row's last step)
+    ends_here = torch.where(dones, t, torch.full_like(t, T - 1))
+    end = ends_here.flip(-1).cummin(-1).values.flip(-1)
+    last = torch.minimum(t + (n - 1), end)                                   # the step whose next value is used
+    boot = next_values.gather(-1, last).masked_fill(terminated.gather(-1, last), 0.0)
+    rtg = reward_to_go(rewards, gamma, dones)                                # G_t up to the episode's end
+    later = torch.cat([rtg[..., n:], torch.zeros_like(rtg[..., :n])], -1) if n < T else torch.zeros_like(rtg)
+    later = later.masked_fill(t + n > end, 0.0)                              # G_{t+n}, if still in t's episode
+    k = (last - t + 1).to(rewards.dtype)                                     # rewards summed before the bootstrap
+    return rtg - gamma ** n * later + torch.pow(torch.full_like(k, gamma), k) * boot - values

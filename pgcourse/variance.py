@@ -168,8 +168,10 @@ class Row:
 def summarize(samples: torch.Tensor, exact: torch.Tensor, name: str = "") -> Row:
     r"""Bias ‖ḡ − g‖, total variance tr Σ, and MSE E‖ĝ − g‖² of ``samples`` (n, ...) against ``exact``.
 
-    Standard errors: for the bias, the norm an unbiased mean would show, :math:`\sqrt{\operatorname{tr}\Sigma/n}`;
-    for variance and MSE, the standard error of the mean of the per-batch squared norms.
+    Standard errors: for the bias, :math:`\sqrt{\operatorname{tr}\Sigma/n}`, the norm that noise alone gives
+    :math:`\lVert\bar g - g\rVert` (so an unbiased Ψ shows bias ≈ bias_se, not 0, and only a bias several
+    times bias_se is real; it also bounds the standard error of the norm from above); for variance and MSE,
+    the standard error of the mean of the per-batch squared norms.
     """
     n = samples.shape[0]
     if n < 2:

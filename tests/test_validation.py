@@ -62,6 +62,8 @@ CASES = [
     ("gae int rewards", lambda: ret.gae(R.long(), R, R, B), TypeError, "rewards"),
     ("gae nan values", lambda: ret.gae(R, with_nan(R), R, B), ValueError, "values"),
     ("gae nan next_values", lambda: ret.gae(R, R, with_nan(R), B), ValueError, "next_values"),
+    ("steps dones 0.5", lambda: ret.steps_since_start(torch.full((2, 3), 0.5)), ValueError, "dones"),
+    ("start index not a tensor", lambda: ret.episode_start_index("dones"), TypeError, "dones"),
     ("scan coef shape", lambda: ret.reverse_scan(R, torch.ones(2, 2)), ValueError, "coef"),
     # ---- estimators
     ("pg_loss weights shape", lambda: est.pg_loss(R, torch.ones(2, 2)), ValueError, "weights"),
