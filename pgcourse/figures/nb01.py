@@ -136,6 +136,8 @@ def plot_horizon(horizons: Sequence[int], rows: Sequence[Row], exact_norms: Sequ
     right.plot(h, np.exp(ricpt) * h ** rslope, color="tab:blue", label=f"fit: slope {rslope:.2f} ± {rse:.2f}")
     right.set_ylabel(r"relative noise $\sqrt{\mathrm{tr}\,\mathrm{Cov}[\hat g]}$ / ‖∇J‖")
     right.set_title("noise grows faster than the signal")
+    right.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    right.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_yscale("log")
