@@ -143,7 +143,6 @@ def gae(
     return advantages, advantages + values
 
 
-
 def n_step_advantage(
     rewards: torch.Tensor,
     values: torch.Tensor,

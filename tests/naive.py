@@ -68,3 +68,25 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, lam):
             a = delta + gamma * lam * (0.0 if (te or tr) else a)
             adv[idx][t] = a
     return adv, adv + values.detach().cpu().double()
+
+
+def n_step_advantage(rewards, values, next_values, terminated, truncated, gamma, n):
+    """Σ_{l<k} γˡ r_{t+l} + γᵏ V_boot − V(s_t), k = min(n, steps left in t's episode); no bootstrap after a termination."""
+    adv = torch.zeros(rewards.shape, dtype=torch.float64)
+    v, nv = values.detach().cpu(), next_values.detach().cpu()
+    term, trunc = terminated.cpu(), truncated.cpu()
+    for idx, r in rows(rewards):
+        T = len(r)
+        for t in range(T):
+            total, k = 0.0, 0
+            while True:
+                s = t + k
+                total += gamma ** k * r[s]
+                k += 1
+                done = bool(term[idx][s]) or bool(trunc[idx][s])
+                if k == n or done or s == T - 1:
+                    boot = 0.0 if bool(term[idx][s]) else float(nv[idx][s])
+                    total += gamma ** k * boot
+                    break
+            adv[idx][t] = total - float(v[idx][t])
+    return adv

@@ -132,6 +132,28 @@ def test_gae_matches_loop(seed, shape, dtype, gamma, lam, p):
     torch.testing.assert_close(ret.double(), exp_ret, **_tol(dtype))
 
 
+@PROPERTY
+@given(seed=st.integers(0, 2**31), shape=shapes, dtype=dtypes, gamma=unit, n=st.integers(1, 14), p=st.floats(0.0, 0.6))
+def test_n_step_advantage_matches_loop(seed, shape, dtype, gamma, n, p):
+    g, r, term, trunc = _batch(seed, shape, dtype, p, p / 2)
+    v = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    nv = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    adv = returns.n_step_advantage(r, v, nv, term, trunc, gamma, n)
+    assert adv.dtype == dtype and adv.shape == r.shape
+    torch.testing.assert_close(adv.double(), naive.n_step_advantage(r, v, nv, term, trunc, gamma, n), **_tol(dtype))
+
+
+def test_n_step_advantage_ends():
+    # n = 1 is the TD residual; n ≥ T is GAE with λ = 1.
+    _, r, term, trunc = _batch(7, (3, 9), torch.float64, 0.2, 0.1)
+    v, nv = torch.randn(3, 9, dtype=torch.float64), torch.randn(3, 9, dtype=torch.float64)
+    nv[:, :-1] = v[:, 1:]  # consistent values inside episodes: only then do the δ's telescope
+    td, _ = gae(r, v, nv, term, trunc, 0.9, 0.0)
+    full, _ = gae(r, v, nv, term, trunc, 0.9, 1.0)
+    torch.testing.assert_close(returns.n_step_advantage(r, v, nv, term, trunc, 0.9, 1), td)
+    torch.testing.assert_close(returns.n_step_advantage(r, v, nv, term, trunc, 0.9, 9), full)
+
+
 def _loop_scan(x, c):
     y = torch.zeros(x.shape, dtype=torch.float64)
     for idx, row in naive.rows(x):
