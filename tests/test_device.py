@@ -53,3 +53,15 @@ def test_generator(dev):
     assert torch.equal(x, y)
     assert generator(g) is g  # a generator passes through
     assert generator(np.int64(5)).initial_seed() == 5
+
+
+def test_torch_threads_restores_the_count():
+    from pgcourse.device import torch_threads
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
