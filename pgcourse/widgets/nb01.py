@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from ..device import torch_threads
 from ..mdp import TabularMDP, coin_flips
 from ..variance import gradient_samples
 from . import new_figure, register
@@ -39,6 +40,7 @@ def _spread(horizon: int) -> float:
 
 
 @register("01.variance", batch_size=("log", 16, 0.0, 8 * _LOG2, _LOG2), horizon=("int", 10, 1, 50, 1))
+@torch_threads(1)   # small tensors: one thread avoids OpenMP barriers, which cost the most on a busy machine
 def variance_histogram(batch_size: float = 16, horizon: int = 10):
     """Histogram of N_BATCHES batch estimates of ∂J/∂θ[heads, a1] on coin_flips (uniform policy)."""
     B, H = max(1, int(round(float(batch_size)))), int(horizon)
