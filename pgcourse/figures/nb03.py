@@ -19,6 +19,7 @@ import torch
 
 from .. import estimators as est
 from ..baselines import batch_mean_baseline, ema, optimal_constant_baseline
+from ..device import torch_threads
 from ..mdp import Episodes, TabularMDP, delayed_reward
 from ..policies import softmax_score_sum
 from ..returns import discounted_return
@@ -110,6 +111,7 @@ class PerEpisode:
         return self.c / self.d
 
 
+@torch_threads(1)   # small tensors: one thread avoids OpenMP barriers
 def per_episode(mdp: TabularMDP, logits: torch.Tensor, n_episodes: int = 20000, seed: int = 1) -> PerEpisode:
     """Sample episodes and compute b*, the mean return and the parabola's coefficients."""
     ep = mdp.sample(logits, n_episodes, seed)
@@ -147,6 +149,7 @@ class ConstantScan:
         return self.variance[i], self.variance_se[i]
 
 
+@torch_threads(1)   # small tensors: one thread avoids OpenMP barriers
 def constant_baseline_scan(mdp: TabularMDP | None = None, logits: torch.Tensor | None = None, *,
                            grid: Sequence[float] = GRID, batch_size: int = 16, n_batches: int = 2000,
                            seed: int = 0, n_episodes: int = 20000) -> ConstantScan:
@@ -212,6 +215,7 @@ class Shrink:
     grad_norm: float
 
 
+@torch_threads(1)   # small tensors: one thread avoids OpenMP barriers
 def batch_mean_shrink(mdp: TabularMDP | None = None, logits: torch.Tensor | None = None, *,
                       sizes: Sequence[int] = (2, 3, 4, 6, 8), episodes: int = 32000, seed: int = 0) -> Shrink:
     """For each batch size N, the projection of E[ĝ] on the exact gradient, with the batch mean and leave-one-out."""
@@ -254,6 +258,7 @@ def shrink_figure(sh: Shrink):
 
 # ---- every baseline side by side -------------------------------------------------------------------
 
+@torch_threads(1)   # small tensors: one thread avoids OpenMP barriers
 def baseline_table(mdp: TabularMDP | None = None, logits: torch.Tensor | None = None, *, batch_size: int = 8,
                    n_batches: int = 4000, seed: int = 0, ema_decay: float = 0.9) -> VarianceTable:
     """Bias, variance and MSE of ĝ for each baseline of the notebook (same seed, so the same episodes)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+from ..device import torch_threads
 from ..figures import nb03 as F
 from ..variance import gradient_samples, summarize
 from . import new_figure, register
@@ -22,6 +23,7 @@ def _lesson():
 
 
 @register("03.variance", b=("float", 0.0, -1.0, 2.0, 0.05), batch_size=("int", 16, 1, 64, 1))
+@torch_threads(1)   # small tensors: one thread avoids OpenMP barriers
 def variance_widget(b: float = 0.0, batch_size: int = 16):
     r"""The parabola of the variance against a constant b, with b, E[R] and b* marked and the variance at b measured."""
     mdp, logits, exact, theory = _lesson()
