@@ -66,8 +66,14 @@ def _control(param: str, spec):
     raise ValueError(f"slider kind must be int, float, log or choice, got {kind!r}")
 
 
-def show(name: str, **overrides):
-    """Display widget ``name``: its sliders and a plot redrawn whenever one moves."""
+def show(name: str, **overrides) -> None:
+    """Display widget ``name``: its sliders and a plot redrawn whenever one moves.
+
+    Redraws run single-threaded: a redraw is many small tensor ops, which a second thread only
+    slows down (and on a busy machine, by a lot). Returns None, so the widget is shown once.
+    """
+    from ..device import torch_threads
+
     import ipywidgets as W
     from IPython.display import display
 
@@ -77,13 +83,13 @@ def show(name: str, **overrides):
         controls[k].value = v
 
     def redraw(**params):
-        fig = w.draw(**params)
+        with torch_threads(1):
+            fig = w.draw(**params)
         display(fig)
 
     ui = W.interactive(redraw, **controls)
     ui.add_class(f"pgcourse-widget-{name.replace('.', '-')}")
     display(ui)
-    return ui
 
 
 def new_figure(*args, **kwargs):
