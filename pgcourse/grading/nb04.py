@@ -1,0 +1,133 @@
+"""Exercises of notebook 04 (value functions and advantage).
+
+Expected outputs come from the package: ``04.q_from_v`` from the dynamic programming of
+:meth:`pgcourse.mdp.TabularMDP.values` (``Q_t`` given ``V_{t+1}``) and from
+:func:`pgcourse.figures.nb04.bellman_q`; ``04.td_residual`` and ``04.gae`` from
+:func:`pgcourse.returns.gae` (the TD residual is GAE with λ = 0).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..figures.nb04 import bellman_q, lesson_mdp
+from ..mdp import TabularMDP, coin_flips, delayed_reward
+from ..returns import gae
+from . import Case, exercise
+
+F, T = False, True
+
+
+def _gen(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+# ---- 04.q_from_v ---------------------------------------------------------------------------------------
+
+def _dp_case(mdp: TabularMDP, logits: torch.Tensor, t: int, note: str) -> Case:
+    V, Q = mdp.values(logits)
+    return Case((mdp.R.clone(), mdp.P.clone(), V[t + 1].clone(), mdp.gamma), expected=Q[t], note=note)
+
+
+def _table_case(R, P, v_next, gamma, note: str) -> Case:
+    S = P.shape[0]
+    mdp = TabularMDP(P, R, torch.full((S,), 1.0 / S, dtype=torch.float64), gamma, horizon=1)
+    table = torch.stack([torch.zeros_like(v_next), v_next]).double()
+    expected = bellman_q(mdp, table)[0].to(v_next.dtype)
+    return Case((R, P, v_next, gamma), expected=expected, note=note)
+
+
+@exercise("04.q_from_v")
+def q_from_v_cases() -> list[Case]:
+    """Q(s, a) = R(s, a) + γ Σ_s' P(s'|s, a) V_next(s'), shaped (S, A)."""
+    P2 = torch.tensor([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.2, 0.8]]], dtype=torch.float64)
+    R2 = torch.tensor([[0.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
+    g = _gen(4)
+    S, A = 5, 3
+    P5 = torch.rand(S, A, S, generator=g, dtype=torch.float64)
+    P5 /= P5.sum(-1, keepdim=True)
+    R5 = torch.randn(S, A, generator=g, dtype=torch.float64)
+    v5 = torch.randn(S, generator=g, dtype=torch.float64)
+    lake, lake_logits = lesson_mdp()
+    corridor = delayed_reward(length=6, gamma=0.9)
+    coins = coin_flips(horizon=5, gamma=0.8)
+    return [
+        _table_case(R2, P2, torch.tensor([10.0, 20.0], dtype=torch.float64), 0.5,
+                    "2 states, 2 actions by hand: Q(0, 1) = 1 + 0.5 (0.5*10 + 0.5*20) = 8.5"),
+        _table_case(R2, P2, torch.tensor([10.0, 20.0], dtype=torch.float64), 0.0, "gamma = 0: Q = R"),
+        _table_case(R5, P5, v5, 0.9, "5 states, 3 actions, random dynamics"),
+        _table_case(R5.float(), P5.float(), v5.float(), 0.9, "float32 inputs: return float32"),
+        _dp_case(coins, torch.tensor([[0.0, 1.0], [0.5, -0.5]], dtype=torch.float64), 2,
+                 "coin_flips: V_next = V_3 of a policy gives its Q_2"),
+        _dp_case(corridor, torch.randn(6, 2, generator=g, dtype=torch.float64), 0,
+                 "the corridor: Q_0 from V_1 (the goal cell is terminal: V = 0 there)"),
+        _dp_case(lake, lake_logits, 0, "the lake of this notebook: Q_0 from V_1"),
+        _dp_case(lake, lake_logits, lake.horizon - 1, "the lake's last step: V_H = 0, so Q_{H-1} = R"),
+    ]
+
+
+# ---- 04.td_residual ------------------------------------------------------------------------------------
+
+def _td_case(rewards, values, next_values, terminated, gamma, note: str) -> Case:
+    expected, _ = gae(rewards, values, next_values, terminated, None, gamma, 0.0)
+    return Case((rewards, values, next_values, terminated, gamma), expected=expected, note=note)
+
+
+@exercise("04.td_residual")
+def td_residual_cases() -> list[Case]:
+    """δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)."""
+    g = _gen(5)
+    r, v, nv = (torch.randn(4, 10, generator=g) for _ in range(3))
+    term = torch.rand(4, 10, generator=g) < 0.25
+    r3, v3, nv3 = (torch.randn(2, 3, 6, generator=g, dtype=torch.float64) for _ in range(3))
+    term3 = torch.rand(2, 3, 6, generator=g) < 0.3
+    return [
+        _td_case(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.5, 1.0, 1.5]), torch.tensor([1.0, 1.5, 3.0]),
+                 torch.tensor([F, F, F]), 0.5, "one episode, nothing terminates: 1 + 0.5*1 - 0.5 = 1, ..."),
+        _td_case(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.5, 1.0, 1.5]]), torch.tensor([[1.0, 99.0, 3.0]]),
+                 torch.tensor([[F, T, F]]), 0.9,
+                 "step 1 terminates: the value after it (99) must be ignored, δ_1 = 2 - 1"),
+        _td_case(torch.ones(1, 4), torch.zeros(1, 4), torch.full((1, 4), 2.0), torch.tensor([[F, F, F, T]]), 1.0,
+                 "gamma = 1"),
+        _td_case(r, v, nv, term, 0.99, "a (4, 10) batch with random terminations"),
+        _td_case(r3, v3, nv3, term3, 0.8, "time is the LAST axis of a (2, 3, 6) float64 batch"),
+    ]
+
+
+# ---- 04.gae --------------------------------------------------------------------------------------------
+
+def _gae_case(rewards, values, next_values, terminated, truncated, gamma, lam, note: str) -> Case:
+    expected, _ = gae(rewards, values, next_values, terminated, truncated, gamma, lam)
+    return Case((rewards, values, next_values, terminated, truncated, gamma, lam), expected=expected, note=note)
+
+
+@exercise("04.gae")
+def gae_cases() -> list[Case]:
+    """A_t = δ_t + γλ (1 − done_t) A_{t+1}, done = terminated or truncated; truncation bootstraps, termination not."""
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    v = torch.tensor([[0.5, 1.0, 1.5, 2.0]])
+    nv = torch.tensor([[1.0, 10.0, 4.0, 100.0]])
+    g = _gen(6)
+    rb, vb, nvb = (torch.randn(4, 16, generator=g) for _ in range(3))
+    done = torch.rand(4, 16, generator=g) < 0.3
+    kind = torch.rand(4, 16, generator=g) < 0.5
+    term_b, trunc_b = done & kind, done & ~kind
+    r3, v3, nv3 = (torch.randn(2, 2, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    term3 = torch.rand(2, 2, 8, generator=g) < 0.2
+    trunc3 = (torch.rand(2, 2, 8, generator=g) < 0.2) & ~term3
+    none = torch.zeros(1, 4, dtype=torch.bool)
+    return [
+        _gae_case(r, v, nv, none, none, 0.5, 0.5, "one episode running past the end of the row: bootstrap from 100"),
+        _gae_case(r, v, nv, torch.tensor([[F, T, F, F]]), torch.tensor([[F, F, T, F]]), 0.5, 0.5,
+                  "step 1 terminates (ignore its next value 10), step 2 is truncated (bootstrap from 4, "
+                  "but no advantage flows back from step 3, the next episode)"),
+        _gae_case(r, v, nv, torch.tensor([[F, T, F, F]]), torch.tensor([[F, T, F, F]]), 0.5, 0.5,
+                  "step 1 is terminated AND truncated: terminated wins, no bootstrap"),
+        _gae_case(r, v, nv, torch.tensor([[F, F, F, T]]), torch.tensor([[T, F, F, F]]), 0.9, 0.0,
+                  "lambda = 0: the TD residual (step 0 truncated still bootstraps from its next value)"),
+        _gae_case(r, v, nv, torch.tensor([[F, F, F, T]]), torch.tensor([[F, T, F, F]]), 0.9, 1.0,
+                  "lambda = 1: discounted reward-to-go minus V, bootstrapped at the truncation"),
+        _gae_case(rb, vb, nvb, term_b, trunc_b, 0.99, 0.95, "a (4, 16) batch with random terminations and truncations"),
+        _gae_case(r3, v3, nv3, term3, trunc3, 0.9, 0.8, "time is the LAST axis of a (2, 2, 8) float64 batch"),
+    ]
