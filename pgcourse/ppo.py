@@ -36,10 +36,26 @@ from .rollout import Collector, Rollout, Timer, make_vec_env
 from .train import History, value_net
 from .validate import bool_tensor, float_tensor, positive_float, positive_int, same_shape, unit_interval
 
-__all__ = ["clip_loss", "PPOConfig", "ActorCritic", "rollout_batch", "minibatch_epochs", "ppo_update", "ppo"]
+__all__ = ["clipped_objective", "kl_k3", "clip_loss", "PPOConfig", "ActorCritic", "rollout_batch",
+           "minibatch_epochs", "ppo_update", "ppo"]
 
 
 # ---- the clipped surrogate ------------------------------------------------------------------------
+
+def clipped_objective(ratio: torch.Tensor, advantages: torch.Tensor, clip_eps: float = 0.2) -> torch.Tensor:
+    r"""Per entry :math:`\min(\rho A,\ \operatorname{clip}(\rho, 1-\epsilon, 1+\epsilon)\,A)`, the objective to maximize.
+
+    The formula inside :func:`clip_loss`, without its checks (``clip_eps = inf``: :math:`\rho A`).
+    """
+    return torch.min(ratio * advantages, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages)
+
+
+def kl_k3(log_ratio: torch.Tensor) -> torch.Tensor:
+    r"""Per entry :math:`(\rho - 1) - \log\rho` from :math:`\log\rho`: never negative, and its mean over actions
+    sampled by :math:`\pi_\text{old}` is an unbiased estimate of :math:`\mathrm{KL}(\pi_\text{old}\,\|\,\pi_\theta)`
+    (the "k3" estimator), since :math:`\mathbb E_\text{old}[\rho - 1] = 0` and :math:`\log x \le x - 1`."""
+    return torch.expm1(log_ratio) - log_ratio
+
 
 def clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_eps: float = 0.2,
               mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -85,9 +101,9 @@ def clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
         logp, old_logp, advantages = (torch.where(valid, x, zero) for x in (logp, old_logp, advantages))
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
-    surrogate = torch.min(ratio * advantages, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages)
+    surrogate = clipped_objective(ratio, advantages, clip_eps)
     with torch.no_grad():
-        k3 = (ratio - 1.0) - log_ratio
+        k3 = kl_k3(log_ratio)
         clipped = ((ratio - 1.0).abs() > clip_eps).to(logp.dtype)
     if valid is None:
         return -surrogate.mean(), {"approx_kl": k3.mean(), "clip_fraction": clipped.mean()}
