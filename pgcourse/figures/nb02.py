@@ -95,7 +95,7 @@ GAMMA_HORIZON = 20
 MDP_MAKERS = {"coin flips": coin_flips, "early rewards": early_rewards}
 
 
-def compute(n_batches: int = 4000, seed: int = 0) -> dict[str, dict[str, list[Point]]]:
+def compute(n_batches: int = 2500, seed: int = 0) -> dict[str, dict[str, list[Point]]]:
     """The figure's measurements: ``{"horizon"|"gamma": {mdp name: [Point, ...]}}`` (seeded, deterministic)."""
     return {"horizon": {name: sweep(mk, HORIZONS, (1.0,), n_batches, seed) for name, mk in MDP_MAKERS.items()},
             "gamma": {name: sweep(mk, (GAMMA_HORIZON,), GAMMAS, n_batches, seed) for name, mk in MDP_MAKERS.items()}}
