@@ -120,11 +120,11 @@ def draw(data: dict[str, dict[str, list[Point]]]):
     ax1.axhline(3.0, color="grey", lw=0.8, ls=":", label=r"$H\to\infty$ limit 3 (coin flips)")
     ax1.set(xscale="log", xlabel="horizon $H$ (steps)",
             ylabel=r"$\mathrm{tr\,Var}[\hat g_{R(\tau)}] \,/\, \mathrm{tr\,Var}[\hat g_{G_t}]$",
-            title=r"Variance ratio against the horizon ($\gamma = 1$)")
+            title=r"Variance ratio against the horizon ($\gamma = 1$; bars $\pm$2 SE)")
     ax1.set_xticks(HORIZONS, [str(h) for h in HORIZONS])
     ax2.set(yscale="log", xlabel=r"discount $\gamma$",
             ylabel=r"$\mathrm{tr\,Var}[\hat g_{R(\tau)}] \,/\, \mathrm{tr\,Var}[\hat g_{\gamma^t G_t}]$",
-            title=f"Variance ratio against $\\gamma$ (H = {GAMMA_HORIZON})")
+            title=f"Variance ratio against $\\gamma$ (H = {GAMMA_HORIZON}; bars $\\pm$2 SE)")
     ax1.legend(fontsize=8)
     ax2.legend(fontsize=8)
     return fig
