@@ -174,7 +174,8 @@ def actor_critic(env_id: str = "CartPole-v1", total_steps: int = 50_000, n_envs:
 
     Each update collects ``n_steps`` from ``n_envs`` environments, computes GAE (truncated
     episodes bootstrap from the final observation), and takes one gradient step on
-    :math:`-\overline{\log\pi\,\hat A} + c_v \overline{(V_\phi - \hat R)^2} - c_e \bar{\mathcal H}` over real transitions.
+    :math:`-\overline{\log\pi\,\hat A} + c_v \overline{(V_\phi - \hat R)^2} - c_e \bar{\mathcal H}`
+    over real transitions.
     """
     total_steps, n_envs = positive_int(total_steps, "total_steps"), positive_int(n_envs, "n_envs")
     n_steps = positive_int(n_steps, "n_steps")

@@ -120,14 +120,18 @@ def time_blind_values(mdp: TabularMDP, logits: torch.Tensor) -> torch.Tensor:
 
 
 def critic_error(mdp: TabularMDP, logits: torch.Tensor, table: torch.Tensor) -> float:
-    r"""Root-mean-square error :math:`\sqrt{\mathbb E_t\,\mathbb E_{s\sim d_t}[(\hat V_t(s) - V_t(s))^2]}` over the visited (t, s)."""
+    r"""Root-mean-square error over the visited (t, s):
+    :math:`\sqrt{\sum_{t,s} d_t(s)\,(\hat V_t(s) - V_t(s))^2 / \sum_{t,s} d_t(s)}`."""
     V, _ = mdp.values(logits)
     d = mdp.state_visitation(logits)
     return math.sqrt(float((d * (table[:-1] - V[:-1]) ** 2).sum() / d.sum()))
 
 
 def bellman_q(mdp: TabularMDP, table: torch.Tensor) -> torch.Tensor:
-    r"""Action values from state values through one Bellman step, :math:`Q_t(s,a) = \bar R(s,a) + \gamma \sum_{s'} P(s'|s,a) V_{t+1}(s')`, (H, S, A)."""
+    r"""Action values from state values through one Bellman step, shaped (H, S, A):
+
+    .. math:: Q_t(s,a) = \bar R(s,a) + \gamma \sum_{s'} P(s'\mid s,a)\, V_{t+1}(s') .
+    """
     return mdp.R + mdp.gamma * torch.einsum("sap,tp->tsa", mdp.P, table[1:].to(mdp.P.dtype))
 
 
@@ -254,7 +258,10 @@ class Sweep:
 @torch_threads(1)
 def lambda_sweep(critic: str = "learned", batch_size: int = BATCH_SIZE, n_batches: int = 600,
                  seed: int = 0) -> Sweep:
-    r""":math:`\Psi_t = \gamma^t \hat A^{\text{GAE}(\gamma,\lambda)}_t` from the ``critic`` for every λ of ``LAMBDAS``; same episodes for each."""
+    r""":math:`\Psi_t = \gamma^t \hat A^{\text{GAE}(\gamma,\lambda)}_t` from the ``critic`` for every λ of ``LAMBDAS``.
+
+    The same seed, so the same episodes, for every λ: the curves differ only through λ.
+    """
     mdp, logits = _lesson()
     table, exact = lesson_critic(critic), mdp.exact_gradient(logits)
     rows = [summarize(gradient_samples(mdp, logits, critic_psi("gae", table, lam=lam), batch_size, n_batches, seed),
@@ -294,7 +301,8 @@ def critic_error_scan(episodes: Sequence[int] = (5, 10, 20, 50, 100, 200, 500, 1
 
 @dataclass
 class BiasScan:
-    r"""Bias of :math:`\hat g` against the size of the critic's error: :math:`\hat V_\varepsilon = V + \varepsilon(\hat V - V)`."""
+    r"""Bias of :math:`\hat g` against the size of the critic's error,
+    :math:`\hat V_\varepsilon = V + \varepsilon(\hat V - V)`."""
 
     scales: list[float]
     rmse: list[float]                      # the critic's RMS error at each scale
@@ -338,7 +346,8 @@ _ARROWS = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1)}   # left, down, right, 
 
 
 def advantage_map(mdp: TabularMDP, logits: torch.Tensor, t: int = 0, fig=None):
-    r"""The lake: each cell coloured by :math:`V_t(s)`, an arrow per action, green where :math:`A_t(s,a) > 0`, red where < 0.
+    r"""The lake: each cell coloured by :math:`V_t(s)`, an arrow per action, green where
+    :math:`A_t(s,a) > 0`, red where it is negative.
 
     Arrow length grows with :math:`|A_t(s,a)|` (from a minimum, so that every action shows); the
     number in a cell is :math:`V_t(s)`.
@@ -425,7 +434,8 @@ def critic_error_figure(scan: CriticScan, fig=None):
     ax = fig.add_subplot()
     n = np.array(scan.episodes)
     mean = scan.errors.mean(1)
-    ax.fill_between(n, scan.errors.min(1), scan.errors.max(1), alpha=0.2, label=f"min-max over {scan.errors.shape[1]} seeds")
+    ax.fill_between(n, scan.errors.min(1), scan.errors.max(1), alpha=0.2,
+                    label=f"min-max over {scan.errors.shape[1]} seeds")
     ax.plot(n, mean, "o-", label="mean RMS error")
     ax.axhline(scan.floor, color="k", ls="--", label=f"floor: best time-blind critic, {scan.floor:.3f}")
     ax.set_xscale("log")
