@@ -6,6 +6,7 @@ total variance :math:`\operatorname{tr}\operatorname{Var}[\hat g]` of both, with
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -17,6 +18,18 @@ from . import new_figure, register
 
 N_BATCHES = 400
 MDPS = {"coin_flips": coin_flips, "early_rewards": early_rewards, "frozen_lake": frozen_lake}
+
+
+@contextmanager
+def _one_thread():
+    """Run torch on one thread: these tensors are small, and on a busy CPU waking a second thread for
+    each of the sampler's many small operations costs far more than it saves (measured: 4 s against 0.15 s)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @lru_cache(maxsize=64)
@@ -33,9 +46,11 @@ def variance_widget(horizon: int = 10, gamma: float = 1.0, mdp: str = "coin_flip
     """Histogram of one coordinate of ĝ and the total variance of both estimators (± 1 SE), ratio in the title."""
     m = _mdp(mdp, int(horizon), float(gamma))
     logits = torch.zeros(m.n_states, m.n_actions, dtype=torch.float64)
-    exact = m.exact_gradient(logits)
-    samples = {p: gradient_samples(m, logits, p, batch_size, n_batches, seed) for p in ("full_return", "reward_to_go")}
-    rows = {p: summarize(s, exact, p) for p, s in samples.items()}
+    with _one_thread():
+        exact = m.exact_gradient(logits)
+        samples = {p: gradient_samples(m, logits, p, batch_size, n_batches, seed)
+                   for p in ("full_return", "reward_to_go")}
+        rows = {p: summarize(s, exact, p) for p, s in samples.items()}
     ratio = rows["full_return"].variance / rows["reward_to_go"].variance
 
     # A fixed layout: constrained layout's text measurements would double the redraw time.
