@@ -198,7 +198,8 @@ def restore(sub_nb, ref: Reference) -> Plan:
     nb = copy.deepcopy(sub_nb)
     check_ids = {_cid(e.check_cell) for e in ref.exercises}
     check_sources = {e.check_cell.source.strip() for e in ref.exercises}
-    foreign = sorted({_cid(c) for c in nb.cells if re.match(r"(exercise|check)-", _cid(c))} - ref.ids)
+    foreign = sorted({_cid(c) for c in nb.cells
+                      if c.get("cell_type") == "code" and re.match(r"(exercise|check)-\d+-", _cid(c))} - ref.ids)
     shared = {_cid(c) for c in nb.cells} & ref.ids
     if ref.exercises and not shared and (foreign or not any(_defines(c, e.fn) for c in nb.cells for e in ref.exercises)):
         why = f"its exercise cells ({', '.join(foreign[:3])}…) are not those of" if foreign else "it has none of the exercises of"
@@ -540,9 +541,14 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 def _cell_problem(rec: dict) -> str:
-    """The reason nbval gives for a failed cell, in one line."""
-    text = rec.get("text", "")
-    for pat in (r"Cell \d+: (.+)", r"(Timeout of .+)", r"(Kernel dead.*)", r"(\w+Error: .+)"):
+    """The reason nbval gives for a failed cell, in one line (the exception where there is one)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", rec.get("text", ""))
+    if "Timeout of" in text:
+        return re.search(r"Timeout of [^\n]*", text).group(0).strip()
+    errors = re.findall(r"^\s*(\w*(?:Error|Exception|Interrupt|Failed)\b:?[^\n]*)", text, re.M)
+    if errors:
+        return errors[-1].strip()
+    for pat in (r"(Kernel dead[^\n]*)", r"Cell \d+: ([^\n]+)"):
         m = re.search(pat, text)
         if m:
             return m.group(1).strip()
@@ -605,14 +611,14 @@ def _verdict(ex: RefExercise, index: int | None, records: list[dict], cell: dict
     if len(records) > 1:
         return Row(ex.name, "fail", "the check ran more than once in the check cell (tampering?)")
     if not records:
-        if "Timeout" in problem or "timed out" in problem:
+        if "Timeout" in problem:
             return Row(ex.name, "timeout", problem)
         if cell is None:
             return Row(ex.name, "fail", f"not run ({stopped or 'the notebook stopped before this check'})")
-        if cell_failed:
+        if cell_failed and problem != "Cell outputs differ":
             return Row(ex.name, "fail", problem)
         return Row(ex.name, "fail", "no verified result: the check cell did not run the grader's check "
-                                    "(was pgcourse.grading changed?)")
+                                    "(was pgcourse.grading changed?)" + (f"; nbval: {problem}" if problem else ""))
     rec = records[0]
     msg = str(rec.get("message", ""))
     if rec["result"] == "pass":
