@@ -1,0 +1,328 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pgcourse.digitsort import DigitSort
+from pgcourse.grpo import (GRPOConfig, aggregate_tokens, evaluate, group_advantages, grpo_loss, kl_estimators,
+                           kl_k1, kl_k2, kl_k3, train)
+from pgcourse.tinylm import TinyLM, sample, supervised_finetune
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------- group advantages
+
+def test_group_advantages_by_hand(dev):
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]], device=dev)
+    a = group_advantages(r)
+    s0 = math.sqrt(1 / 3)        # Bessel: sum of squares 4·0.25 over G−1 = 3
+    expected = torch.tensor([[0.5, -0.5, -0.5, 0.5], [0.0] * 4, [-0.25, -0.25, -0.25, 0.75]], device=dev)
+    expected[0] /= s0 + 1e-4
+    expected[2] /= 0.5 + 1e-4    # sum of squares 0.75 over 3 = 0.25
+    assert a.device.type == dev.type
+    assert torch.allclose(a, expected, atol=1e-6)
+    assert torch.equal(group_advantages(r, scale=False), r - r.mean(1, keepdim=True))
+    assert torch.allclose(group_advantages(r, eps=0.0)[2], torch.tensor([-0.5, -0.5, -0.5, 1.5], device=dev))
+
+
+def test_group_advantages_identical_rewards_give_zeros():
+    r = torch.full((3, 5), 0.7)
+    assert torch.equal(group_advantages(r), torch.zeros(3, 5))
+
+
+def test_group_advantages_invariances():
+    g = torch.Generator().manual_seed(0)
+    r = torch.rand(6, 8, generator=g, dtype=torch.float64)
+    a = group_advantages(r, eps=0.0)
+    shift, scale = torch.rand(6, 1, generator=g, dtype=torch.float64), 0.5 + torch.rand(6, 1, generator=g, dtype=torch.float64)
+    assert torch.allclose(group_advantages(r * scale + shift, eps=0.0), a)
+    assert torch.allclose(a.sum(1), torch.zeros(6, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(a.std(1), torch.ones(6, dtype=torch.float64))
+
+
+def test_group_advantages_bad_inputs():
+    with pytest.raises(ValueError, match="rewards"):
+        group_advantages(torch.ones(4))
+    with pytest.raises(ValueError, match="rewards"):
+        group_advantages(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(TypeError, match="rewards"):
+        group_advantages(torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="group"):
+        group_advantages(torch.ones(2, 1))
+    with pytest.raises(ValueError, match="eps"):
+        group_advantages(torch.ones(2, 3), eps=-1.0)
+    with pytest.raises(TypeError, match="scale"):
+        group_advantages(torch.ones(2, 3), scale="yes")
+
+
+# ---------------------------------------------------------------- KL estimators
+
+def _two_categoricals(shift: float):
+    q = torch.softmax(torch.tensor([0.5, 0.0, -0.3, 1.0, -1.0], dtype=torch.float64), 0)
+    p = torch.softmax(torch.log(q) + shift * torch.tensor([1.0, -1.0, 0.5, 0.0, 2.0], dtype=torch.float64), 0)
+    return q, p
+
+
+def test_k1_and_k3_are_unbiased_and_k2_is_not():
+    q, p = _two_categoricals(0.8)
+    exact = (q * (q.log() - p.log())).sum()                           # KL(q || p), samples from q
+    est = kl_estimators(q.log(), p.log())
+    mean = {k: (q * v).sum() for k, v in est.items()}                # exact expectation over x ~ q
+    assert torch.allclose(mean["k1"], exact) and torch.allclose(mean["k3"], exact)
+    assert not torch.allclose(mean["k2"], exact, rtol=1e-2)
+    # k1 takes negative values, k2 and k3 never do
+    assert (est["k1"] < 0).any() and (est["k2"] >= 0).all() and (est["k3"] >= 0).all()
+
+
+def test_k3_sampled_mean_within_four_standard_errors():
+    q, p = _two_categoricals(0.5)
+    x = torch.multinomial(q, 50_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    k3 = kl_k3(q.log()[x], p.log()[x])
+    exact = (q * (q.log() - p.log())).sum()
+    assert abs(k3.mean() - exact) < 4 * k3.std() / math.sqrt(len(k3))
+
+
+def test_kl_estimators_zero_when_equal(dev):
+    lp = torch.log(torch.tensor([0.1, 0.5, 0.4], device=dev))
+    for f in (kl_k1, kl_k2, kl_k3):
+        assert torch.equal(f(lp, lp), torch.zeros(3, device=dev))
+    with pytest.raises(ValueError, match="ref_logp"):
+        kl_k3(lp, lp[:2])
+
+
+# ---------------------------------------------------------------- token aggregation
+
+def test_aggregate_tokens_by_hand(dev):
+    v = torch.tensor([[1.0, 2.0, 3.0], [4.0, float("nan"), 5.0]], device=dev, requires_grad=True)
+    m = torch.tensor([[True, True, True], [True, False, False]], device=dev)
+    assert torch.isclose(aggregate_tokens(v, m, "grpo"), torch.tensor(3.0, device=dev))       # (6/3 + 4/1)/2
+    assert torch.isclose(aggregate_tokens(v, m, "bnpo"), torch.tensor(2.5, device=dev))       # 10/4
+    assert torch.isclose(aggregate_tokens(v, m, "dr_grpo"), torch.tensor(10 / 6, device=dev))  # 10/(2·3)
+    aggregate_tokens(v, m, "grpo").backward()
+    expected = torch.tensor([[1 / 6] * 3, [0.5, 0.0, 0.0]], device=dev)
+    assert torch.allclose(v.grad, expected)
+
+
+def test_aggregate_tokens_bad_inputs():
+    v, m = torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="loss_type"):
+        aggregate_tokens(v, m, "mean")
+    with pytest.raises(ValueError, match="mask"):
+        aggregate_tokens(v, m[:, :2])
+    with pytest.raises(ValueError, match="values"):
+        aggregate_tokens(torch.ones(3), torch.ones(3, dtype=torch.bool))
+    bad = v.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="values"):
+        aggregate_tokens(bad, m)
+
+
+# ---------------------------------------------------------------- the GRPO loss
+
+def _example(dev="cpu"):
+    logp = torch.log(torch.tensor([[0.5, 0.4, 0.9], [0.3, 0.6, 0.2]], device=dev)).requires_grad_()
+    mask = torch.tensor([[True, True, True], [True, True, False]], device=dev)
+    adv = torch.tensor([1.0, -2.0], device=dev)
+    return logp, mask, adv
+
+
+@pytest.mark.parametrize("loss_type, weight", [
+    ("grpo", lambda lengths, B, T, N: 1 / (lengths * B)),
+    ("bnpo", lambda lengths, B, T, N: torch.full_like(lengths, 1 / N)),
+    ("dr_grpo", lambda lengths, B, T, N: torch.full_like(lengths, 1 / (B * T))),
+])
+def test_grpo_loss_value_and_gradient_on_policy(loss_type, weight, dev):
+    logp, mask, adv = _example(dev)
+    old = ref = logp.detach()
+    loss, stats = grpo_loss(logp, old, ref, adv, mask, loss_type=loss_type)
+    lengths = mask.sum(1).double()
+    w = weight(lengths, 2, 3, int(mask.sum())).to(dev, torch.float32)       # per-token weight of each sequence
+    # on policy: ratio 1, k3 = 0, loss = −Σ_i w_i |y_i| A_i
+    assert torch.isclose(loss, -(w * mask.sum(1) * adv).sum(), atol=1e-6)
+    loss.backward()
+    # ∂loss/∂logp_it = −w_i A_i on valid tokens (the k3 gradient 1 − e^{ref−logp} is 0 at logp = ref), 0 elsewhere
+    assert torch.allclose(logp.grad, torch.where(mask, -(w * adv)[:, None], torch.zeros_like(logp)), atol=1e-6)
+    assert stats["clip_fraction"] == 0.0 and stats["k3"] == 0.0 and stats["approx_kl"] == 0.0
+    assert math.isclose(stats["ratio"], 1.0, abs_tol=1e-6)
+
+
+def test_grpo_loss_advantages_per_token_same_as_broadcast():
+    logp, mask, adv = _example()
+    old = logp.detach() + 0.1
+    ref = logp.detach() - 0.2
+    a, _ = grpo_loss(logp, old, ref, adv, mask)
+    b, _ = grpo_loss(logp, old, ref, adv[:, None].expand(2, 3).clone(), mask)
+    assert torch.equal(a, b)
+
+
+def test_k3_term_alone():
+    logp, mask, _ = _example()
+    ref = logp.detach() + torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.5, 9.0]])
+    beta = 0.1
+    loss, stats = grpo_loss(logp, logp.detach(), ref, torch.zeros(2), mask, beta=beta, loss_type="bnpo")
+    d = (ref - logp.detach())[mask]
+    k3 = torch.exp(d) - d - 1
+    assert torch.isclose(loss, beta * k3.mean())
+    assert math.isclose(stats["k3"], float(k3.mean()), rel_tol=1e-5)
+    loss.backward()
+    # ∂/∂logp β(e^{ref−logp} − (ref−logp) − 1) = β(1 − e^{ref−logp}), over N valid tokens
+    expected = torch.zeros(2, 3)
+    expected[mask] = beta * (1 - torch.exp(d)) / 5
+    assert torch.allclose(logp.grad, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("log_ratio, adv, clipped", [
+    (math.log(1.5), 1.0, True),     # ratio above 1+ε with A > 0: clipped, no gradient
+    (math.log(1.5), -1.0, False),   # ratio above 1+ε with A < 0: the unclipped (worse) term counts
+    (math.log(0.5), -1.0, True),    # ratio below 1−ε with A < 0: clipped
+    (math.log(0.5), 1.0, False),    # ratio below 1−ε with A > 0: unclipped
+    (math.log(1.1), 1.0, False),    # inside the trust region
+])
+def test_clip_zeroes_the_gradient(log_ratio, adv, clipped):
+    logp = torch.full((1, 2), -1.0, requires_grad=True)
+    old = logp.detach() - log_ratio
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    loss, stats = grpo_loss(logp, old, logp.detach(), torch.tensor([adv]), mask, beta=0.0)
+    loss.backward()
+    ratio = math.exp(log_ratio)
+    assert stats["clip_fraction"] == (1.0 if clipped else 0.0)
+    if clipped:
+        assert torch.equal(logp.grad, torch.zeros(1, 2))
+        assert math.isclose(float(loss.detach()), -max(0.8, min(1.2, ratio)) * adv, rel_tol=1e-5)
+    else:
+        assert torch.allclose(logp.grad, torch.full((1, 2), -ratio * adv / 2))
+
+
+def test_masks_are_respected():
+    logp, mask, adv = _example()
+    junk = logp.detach().clone()
+    junk[~mask] = float("nan")
+    old, ref = junk + 0.05, junk - 0.1
+    loss, stats = grpo_loss(logp, old, ref, adv, mask)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(logp.grad).all() and (logp.grad[~mask] == 0).all()
+    # changing masked entries changes nothing
+    other = logp.detach().clone()
+    other[~mask] = 3.0
+    loss2, _ = grpo_loss(other, old, ref, adv, mask)
+    assert torch.isclose(loss2, loss)
+
+
+def test_grpo_loss_bad_inputs():
+    logp, mask, adv = _example()
+    old = ref = logp.detach()
+    with pytest.raises(ValueError, match="old_logp"):
+        grpo_loss(logp, old[:, :2], ref, adv, mask)
+    with pytest.raises(ValueError, match="ref_logp"):
+        grpo_loss(logp, old, ref[:1], adv, mask)
+    with pytest.raises(ValueError, match="mask"):
+        grpo_loss(logp, old, ref, adv, mask[:, :2])
+    with pytest.raises(ValueError, match="advantages"):
+        grpo_loss(logp, old, ref, adv[:1], mask)
+    with pytest.raises(ValueError, match="advantages"):
+        grpo_loss(logp, old, ref, torch.tensor([1.0, float("nan")]), mask)
+    with pytest.raises(ValueError, match="loss_type"):
+        grpo_loss(logp, old, ref, adv, mask, loss_type="ppo")
+    with pytest.raises(ValueError, match="clip_eps"):
+        grpo_loss(logp, old, ref, adv, mask, clip_eps=-0.1)
+    with pytest.raises(ValueError, match="beta"):
+        grpo_loss(logp, old, ref, adv, mask, beta=-1.0)
+    with pytest.raises(TypeError, match="logp"):
+        grpo_loss(torch.zeros(2, 3, dtype=torch.long), old, ref, adv, mask)
+    with pytest.raises(ValueError, match="logp"):
+        grpo_loss(logp[0], old[0], ref[0], adv, mask[0])
+    bad = old.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="old_logp"):
+        grpo_loss(logp, bad, ref, adv, mask)
+
+
+# ---------------------------------------------------------------- training
+
+def _sft_model(task, steps=100, seed=0):
+    torch.manual_seed(seed)
+    model = TinyLM(task.vocab_size)
+    demos = task.sample_prompts(2000, seed=1)
+    supervised_finetune(model, demos, task.answers(demos), task.eos, steps=steps, seed=3)
+    return model
+
+
+def test_evaluate_matches_sampled_accuracy():
+    task = DigitSort(1, 5)
+    model = _sft_model(task, steps=60)
+    prompts = task.sample_prompts(64, seed=2)
+    acc = evaluate(model, task, prompts)["accuracy"]
+    n = 64
+    reps = prompts.repeat_interleave(n, 0)
+    r = task.reward(reps, sample(model, reps, task.completion_len, task.eos, task.pad, seed=0).tokens)
+    per_prompt = r.view(64, n).mean(1)
+    se = float(r.view(64, n).var(1).mean().sqrt()) / math.sqrt(64 * n)
+    assert abs(float(per_prompt.mean()) - acc) < 4 * se
+
+
+def test_grpo_improves_accuracy_on_a_small_budget():
+    task = DigitSort(1, 5)
+    model = _sft_model(task)
+    eval_prompts = task.sample_prompts(256, seed=2)
+    hist = train(model, task, GRPOConfig(steps=60, prompts_per_step=32, eval_every=30), eval_prompts=eval_prompts,
+                 seed=0, progress=False)
+    assert hist.eval_steps == [0, 30, 60]
+    assert len(hist.reward) == len(hist.kl) == len(hist.seconds) == 60
+    assert 0.2 < hist.accuracy[0] < 0.5                   # SFT: partly right
+    assert hist.accuracy[-1] > hist.accuracy[0] + 0.1     # GRPO lifts it
+    assert hist.kl[-1] > 0
+
+
+@pytest.mark.parametrize("advantage", ["none", "value", "group_mean"])
+def test_other_advantages_run(advantage):
+    task = DigitSort(1, 3)
+    torch.manual_seed(0)
+    model = TinyLM(task.vocab_size)
+    ref = TinyLM(task.vocab_size)
+    before = [p.detach().clone() for p in model.parameters()]
+    hist = train(model, task, GRPOConfig(steps=3, prompts_per_step=8, group_size=4, advantage=advantage, epochs=2),
+                 ref=ref, seed=0, progress=False)
+    assert len(hist.reward) == 3 and len(hist.accuracy) == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(not p.requires_grad for p in ref.parameters())
+
+
+def test_config_bad_inputs():
+    with pytest.raises(ValueError, match="loss_type"):
+        GRPOConfig(loss_type="mean")
+    with pytest.raises(ValueError, match="advantage"):
+        GRPOConfig(advantage="critic")
+    with pytest.raises(ValueError, match="group_size"):
+        GRPOConfig(group_size=1)
+    with pytest.raises(ValueError, match="lr"):
+        GRPOConfig(lr=0)
+    with pytest.raises(TypeError, match="unknown"):
+        GRPOConfig().replace(learning_rate=1.0)
+    assert GRPOConfig().replace(steps=5).steps == 5
+    with pytest.raises(TypeError, match="config"):
+        train(TinyLM(13), DigitSort(), config={"steps": 1}, progress=False)
+
+
+def test_bench_quick():
+    out = subprocess.run([sys.executable, "-m", "pgcourse", "bench", "grpo", "--quick", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("accuracy_before", "accuracy_after", "grpo_seconds", "sft_seconds"):
+        assert key in result
+    assert 0.0 <= result["accuracy_before"] <= 1.0
+    assert result["accuracy_after"] > result["accuracy_before"]
