@@ -215,19 +215,26 @@ def test_notebook_runs_in_jupyterlab_and_its_widget_answers(lab_browser, path):
         assert widget is not None, f"{path.name}: no pgcourse widget on the page (show(...) in a cell)"
         widget.scroll_into_view_if_needed()
         img = widget.wait_for_selector(".widget-output img", timeout=WIDGET_TIMEOUT_S * 1000)
-        before = img.get_attribute("src")
-        handle = widget.query_selector(".widget-slider .noUi-handle")
-        assert handle is not None, f"{path.name}: the widget has no slider"
-        value = handle.get_attribute("aria-valuenow")
-        key = "ArrowLeft" if value == handle.get_attribute("aria-valuemax") else "ArrowRight"
+        before, stable_since = img.get_attribute("src"), time.time()
+        while time.time() - stable_since < 2:             # the first drawing has settled
+            time.sleep(0.25)
+            src = widget.query_selector(".widget-output img").get_attribute("src")
+            if src != before:
+                before, stable_since = src, time.time()
+        slider = widget.query_selector(".widget-slider")
+        assert slider is not None, f"{path.name}: the widget has no slider"
+        handle, readout = slider.query_selector(".noUi-handle"), slider.query_selector(".widget-readout")
+        value = readout.inner_text()
+        key = "ArrowLeft" if handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax") \
+            else "ArrowRight"
         handle.focus()
         page.keyboard.press(key)
         page.wait_for_function(
-            "([w, old]) => { const i = w.querySelector('.widget-output img'); return i && i.src !== old; }",
-            arg=[widget, before], timeout=WIDGET_TIMEOUT_S * 1000)
-        assert handle.get_attribute("aria-valuenow") != value, "the slider did not move"
-        print(f"{path.name}: Run All {run_s:.0f} s, {n_code} code cells, widget redrawn "
-              f"({time.time() - t0 - run_s:.0f} s for save + slider)")
+            "([w, r, oldSrc, oldValue]) => { const i = w.querySelector('.widget-output img');"
+            " return r.innerText !== oldValue && i && i.src !== oldSrc; }",
+            arg=[widget, readout, before, value], timeout=WIDGET_TIMEOUT_S * 1000)
+        print(f"{path.name}: Run All {run_s:.0f} s, {n_code} code cells; slider {value} -> "
+              f"{readout.inner_text()}, plot redrawn ({time.time() - t0 - run_s:.0f} s for save + slider)")
     except Exception:
         page.screenshot(path=str(shot), full_page=False)
         print(f"screenshot: {shot}; JupyterLab log: {lab.log}")

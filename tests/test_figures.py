@@ -1,4 +1,5 @@
-"""``python -m pgcourse figures``: every figure is registered, built by its notebook's code, and deterministic."""
+"""The lecturers' tools: ``python -m pgcourse figures`` (every figure registered, built by its notebook's code,
+deterministic, in figures/ and listed in the README) and ``python -m pgcourse bench widgets``."""
 from __future__ import annotations
 
 import re
@@ -75,3 +76,18 @@ def test_readme_lists_every_figure_for_lecturers():
     section = text.split("## For lecturers", 1)[-1].split("\n## ", 1)[0]
     missing = [n for n in FIGS if n not in section]
     assert not missing, f"README 'For lecturers' does not list {missing}"
+
+
+@pytest.mark.slow
+def test_bench_widgets_times_every_widget_at_its_defaults(capsys):
+    from pgcourse.bench import widgets as bench
+    from pgcourse.widgets import widgets
+
+    result = bench.run(quick=True)
+    out = capsys.readouterr().out
+    for name in widgets():
+        r = result[name]
+        assert 0 < r["draw_ms"] <= r["redraw_ms"] and r["redraw_cpu_ms"] > 0 and r["png_bytes"] > 1000, (name, r)
+        assert name in out
+    assert result["max_redraw_ms"] == max(result[n]["redraw_ms"] for n in widgets())
+    assert "budget 250 ms" in out
