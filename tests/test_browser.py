@@ -7,7 +7,8 @@ wait until every code cell has run, check that no cell shows an error (the saved
 error output, the page no traceback and no widget that failed to display), then press → on the
 first slider of the notebook's variance widget and wait for its plot to change.
 
-Skipped where Chromium or playwright is missing (``.ci/run`` installs Chromium). On failure it saves
+Skipped where Chromium or playwright is missing (``.ci/run`` installs Chromium, and sets
+``PGCOURSE_REQUIRE_BROWSER=1`` where it is there, so that a missing piece fails instead). On failure it saves
 a screenshot next to the JupyterLab log (paths printed).
 """
 from __future__ import annotations
@@ -118,9 +119,14 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab_browser(tmp_path_factory):
+    required = bool(os.environ.get("PGCOURSE_REQUIRE_BROWSER"))     # set by .ci/run where Chromium is
     if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium; .ci/run does it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+        (pytest.fail if required else pytest.skip)("Chromium is not installed (apt-get install -y chromium; "
+                                                    ".ci/run does it)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        (pytest.fail if required else pytest.skip)("playwright is not installed (pip install -r requirements.txt)")
     if not SOLUTIONS:
         pytest.skip("no solution notebooks yet")
     base = tmp_path_factory.mktemp("lab")
