@@ -82,11 +82,12 @@ def plot_unbiasedness(samples: torch.Tensor, exact: torch.Tensor, mdp: TabularMD
     return fig
 
 
-def make_unbiasedness():
-    """The key figure: FrozenLake, the lake policy, UNBIASED's batches."""
+def make_unbiasedness(samples: torch.Tensor | None = None):
+    """The key figure: FrozenLake, the lake policy, UNBIASED's batches (``samples``: already drawn ones)."""
     lake = frozen_lake()
     theta = lake_policy()
-    samples = gradient_samples(lake, theta, "full_return", **UNBIASED)
+    if samples is None:
+        samples = gradient_samples(lake, theta, "full_return", **UNBIASED)
     return plot_unbiasedness(samples, lake.exact_gradient(theta), lake, LAKE_ARROWS)
 
 
