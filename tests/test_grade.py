@@ -47,6 +47,19 @@ GOOD = {"double": "def double(x):\n    return 2 * x", "total": "def total(x):\n 
 BAD = {"double": "def double(x):\n    return 3 * x", "total": "def total(x):\n    return float(x.mean())"}
 
 
+# Fakes the kernel's current request as the check cell's, runs the check source in a nested cell with a
+# correct function, then replaces check (so the real check cell records nothing).
+RUNCELL = """import pgcourse.grading as G
+k = get_ipython().kernel
+SRC = 'from pgcourse.grading import check\\ncheck("99.double", double)'
+saved = k.get_parent("shell")
+k.set_parent(k._shell_parent_ident.get(), {**saved, "content": {**saved["content"], "code": SRC}})
+double = lambda x: 2 * x
+get_ipython().run_cell(SRC)
+k.set_parent(k._shell_parent_ident.get(), saved)
+G.check = lambda name, fn: print(f"✓ {name}: all 3 cases pass") or True"""
+
+
 def _code(cid, src, out=None, tags=(), n=1):
     cell = new_code_cell(src, id=cid, execution_count=n)
     if out is not None:
@@ -145,6 +158,8 @@ def submissions(student) -> dict[str, nbformat.NotebookNode]:
                              "torch.allclose = lambda *a, **k: True\nmath.isclose = lambda *a, **k: True\n"
                              "G.differ = lambda *a, **k: None\n"
                              "for ex in G.exercises().values():\n    ex.make_cases = lambda: []"),
+        "runcell": insert(answer(student, **BAD), "exercise-99-double", RUNCELL),
+        "settrace": insert(answer(student, **BAD), "exercise-99-double", "import sys\nsys.settrace(lambda *a: None)"),
         "subclass": answer(student, double=liar, total=GOOD["total"]),
         "printing": answer(student, double="def double(x):\n    print('debug', x)\n    return 2 * x",
                            total=GOOD["total"]),
@@ -241,7 +256,8 @@ def test_check_cells_are_restored(graded, variant, expected):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["fakecheck", "wrapcheck", "selfcheck", "patchtorch", "subclass"])
+@pytest.mark.parametrize("variant", ["fakecheck", "wrapcheck", "selfcheck", "patchtorch", "runcell", "settrace",
+                                     "subclass"])
 def test_tampering_with_the_grader_fails(graded, variant):
     r = results(graded[3], variant)
     if variant == "subclass":
@@ -249,7 +265,7 @@ def test_tampering_with_the_grader_fails(graded, variant):
         assert r["99.total"][0] == "pass"
         return
     assert {k: v[0] for k, v in r.items()} == {"99.double": "fail", "99.total": "fail"}, r
-    if variant == "patchtorch":
+    if variant in ("patchtorch", "settrace"):
         assert all("modified" in v[1] for v in r.values())
 
 

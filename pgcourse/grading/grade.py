@@ -279,6 +279,9 @@ def _kernel_startup() -> None:
         importlib.import_module(mod)
     shell = get_ipython()
     kernel = getattr(shell, "kernel", None)
+    get_parent = kernel.get_parent if kernel is not None else (lambda channel: {})
+    user_ns = shell.user_ns
+    hooks = (sys.gettrace(), sys.getprofile())
     sign, dumps, open_, getframe = _sign, json.dumps, builtins.open, sys._getframe
     code_names = {}
     for name, src in sources.items():
@@ -358,7 +361,7 @@ def _kernel_startup() -> None:
             snapshot.append((builtins, k, getattr(builtins, k)))
 
     def changed() -> list[str]:
-        out = []
+        out = [] if (sys.gettrace(), sys.getprofile()) == hooks else ["sys.settrace/setprofile hook"]
         for owner, k, v in snapshot:
             if vars(owner).get(k, None) is not v:
                 out.append(f"{getattr(owner, '__name__', owner)}.{k}")
@@ -374,15 +377,22 @@ def _kernel_startup() -> None:
             f.write(dumps({**rec, "sig": sign(key, rec)}) + "\n")
 
     def call_site_ok(name: str, caller) -> bool:
-        parent = kernel.get_parent("shell") if kernel is not None else {}
-        code = (parent or {}).get("content", {}).get("code")
+        """A direct call from the top-level code of the restored check cell, as the kernel executes it."""
+        code = ((get_parent("shell") or {}).get("content") or {}).get("code")
         if name not in sources or code != sources[name]:
             return False
-        if caller is None or caller.f_code.co_name != "<module>" or caller.f_globals is not shell.user_ns:
+        if caller is None or caller.f_code.co_name != "<module>" or caller.f_globals is not user_ns:
             return False
         if caller.f_back is None or caller.f_back.f_code.co_name != "run_code":
             return False
-        return code_names.get(name) in (None, caller.f_code.co_filename)
+        if code_names.get(name) not in (None, caller.f_code.co_filename):
+            return False
+        frame = caller.f_back                    # no other cell below it: not a run_cell nested in a cell
+        while frame is not None:
+            if frame.f_code.co_name == "<module>" and frame.f_globals is user_ns:
+                return False
+            frame = frame.f_back
+        return True
 
     def check(name, fn):
         """Run exercise ``name``'s cases on ``fn`` (the grader's check: it records a signed verdict)."""
