@@ -159,6 +159,12 @@ def submissions(student) -> dict[str, nbformat.NotebookNode]:
                              "G.differ = lambda *a, **k: None\n"
                              "for ex in G.exercises().values():\n    ex.make_cases = lambda: []"),
         "runcell": insert(answer(student, **BAD), "exercise-99-double", RUNCELL),
+        "closure": insert(answer(student, **BAD), "exercise-99-double",
+                          "import pgcourse.grading as G\n"
+                          "rec = next(c.cell_contents for c in G.check.__closure__\n"
+                          "           if getattr(c.cell_contents, '__name__', '') == 'record')\n"
+                          "rec('99.double', 'pass', 'forged', 3)\nrec('99.total', 'pass', 'forged', 2)\n"
+                          "G.check = lambda name, fn: print(f'✓ {name}: all 3 cases pass') or True"),
         "settrace": insert(answer(student, **BAD), "exercise-99-double", "import sys\nsys.settrace(lambda *a: None)"),
         "subclass": answer(student, double=liar, total=GOOD["total"]),
         "printing": answer(student, double="def double(x):\n    print('debug', x)\n    return 2 * x",
@@ -256,8 +262,8 @@ def test_check_cells_are_restored(graded, variant, expected):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["fakecheck", "wrapcheck", "selfcheck", "patchtorch", "runcell", "settrace",
-                                     "subclass"])
+@pytest.mark.parametrize("variant", ["fakecheck", "wrapcheck", "selfcheck", "patchtorch", "runcell", "closure",
+                                     "settrace", "subclass"])
 def test_tampering_with_the_grader_fails(graded, variant):
     r = results(graded[3], variant)
     if variant == "subclass":

@@ -371,6 +371,8 @@ def _kernel_startup() -> None:
     lock = threading.Lock()
 
     def record(name: str, result: str, message: str = "", cases: int = 0) -> None:
+        if getframe(1).f_code not in own_code:        # only this grader's check (not a function taken from it)
+            return
         state["seq"] += 1
         rec = {"exercise": name, "result": result, "message": message, "cases": cases, "seq": state["seq"]}
         with open_(results_path, "a", encoding="utf-8") as f:
@@ -444,6 +446,7 @@ def _kernel_startup() -> None:
             finally:
                 state["active"] = False
 
+    own_code = {check.__code__, _kernel_startup.__code__}
     check.__module__, check.__qualname__ = "pgcourse.grading", "check"
     public.check = check
     take_snapshot()
