@@ -396,6 +396,13 @@ def _kernel_startup() -> None:
             frame = frame.f_back
         return True
 
+    def fail_if_changed(name: str) -> None:
+        bad = changed()
+        if bad:
+            msg = f"{name}: the grading environment was modified ({', '.join(bad[:3])} replaced)"
+            record(name, "fail", msg)
+            raise ExerciseFailed(msg)
+
     def check(name, fn):
         """Run exercise ``name``'s cases on ``fn`` (the grader's check: it records a signed verdict)."""
         caller = getframe(1)
@@ -406,11 +413,7 @@ def _kernel_startup() -> None:
         with lock:
             state["active"] = True
             try:
-                bad = changed()
-                if bad:
-                    msg = f"{name}: the grading environment was modified ({', '.join(bad[:3])} replaced)"
-                    record(name, "fail", msg)
-                    raise ExerciseFailed(msg)
+                fail_if_changed(name)
                 code = getattr(fn, "__code__", None)
                 if code is not None and os.path.realpath(code.co_filename).startswith(str(PACKAGE_DIR) + os.sep):
                     msg = f"{name}: the function checked is pgcourse's own code, not yours"
@@ -433,11 +436,7 @@ def _kernel_startup() -> None:
                 except BaseException as err:
                     record(name, "fail", f"{name}: {type(err).__name__}: {err}")
                     raise
-                bad = changed()
-                if bad:
-                    msg = f"{name}: the grading environment was modified ({', '.join(bad[:3])} replaced)"
-                    record(name, "fail", msg)
-                    raise ExerciseFailed(msg)
+                fail_if_changed(name)
                 if passed:
                     record(name, "pass", f"{name}: all {calls[0]} cases pass", calls[0])
                 else:
@@ -446,7 +445,7 @@ def _kernel_startup() -> None:
             finally:
                 state["active"] = False
 
-    own_code = {check.__code__, _kernel_startup.__code__}
+    own_code = {check.__code__, fail_if_changed.__code__, _kernel_startup.__code__}
     check.__module__, check.__qualname__ = "pgcourse.grading", "check"
     public.check = check
     take_snapshot()
