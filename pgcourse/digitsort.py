@@ -104,6 +104,12 @@ class DigitSort:
         cleaned = torch.where(after, torch.full_like(completions, PAD), completions.to(answers.dtype))
         return (cleaned == answers).all(1).to(torch.float32)
 
+    @staticmethod
+    def stops(completions: torch.Tensor) -> torch.Tensor:
+        """1.0 where a completion ends with EOS within its slots (a format reward), else 0.0."""
+        completions = as_tensor(completions, "completions")
+        return (completions == EOS).any(dim=-1).to(torch.float32)
+
     def encode(self, strings: Sequence[str]) -> torch.Tensor:
         """Prompts from digit strings, e.g. ``["3142", "7"]`` (an optional trailing ``=`` is dropped)."""
         if isinstance(strings, str):

@@ -20,12 +20,14 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field, fields
+from typing import Callable
 
 import torch
 
 from .device import generator as make_generator
+from .device import torch_threads
 from .digitsort import DigitSort
-from .tinylm import PromptValue, TinyLM, completion_logp, completion_mask, sample
+from .tinylm import PromptValue, TinyLM, completion_logp, sample, sequence_logp
 from .validate import bool_tensor, float_tensor, one_of, positive_float, positive_int, same_shape
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
@@ -217,10 +219,11 @@ class GRPOConfig:
 
 @dataclass
 class GRPOHistory:
-    """What :func:`train` recorded. Per step: ``reward`` (mean training reward), ``kl`` (mean k3 to the
-    reference), ``clip_fraction``, ``length`` (mean completion length, EOS included), ``seconds``
+    """What :func:`train` recorded. Per step: ``reward`` (fraction of correct completions), ``kl`` (mean k3
+    to the reference), ``clip_fraction``, ``length`` (mean completion length, EOS included), ``seconds``
     (since the start). Per evaluation (``eval_steps``, step 0 = before training): ``accuracy``
-    (expected accuracy of a sampled answer on the evaluation prompts) and ``greedy_accuracy``."""
+    (expected accuracy of a sampled answer on the evaluation prompts), ``greedy_accuracy`` and
+    ``accuracy_by_length`` (see :func:`evaluate`)."""
 
     reward: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
@@ -230,18 +233,27 @@ class GRPOHistory:
     eval_steps: list[int] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     greedy_accuracy: list[float] = field(default_factory=list)
+    accuracy_by_length: list[dict[int, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def answer_probability(policy: TinyLM, task: DigitSort, prompts: torch.Tensor) -> torch.Tensor:
+    r""":math:`\pi_\theta(y^\star(x)\mid x)` for each prompt: the probability that a sampled answer is the correct one."""
+    answers = task.answers(prompts)
+    return sequence_logp(policy, prompts, answers, task.eos).exp()
 
 
 @torch.no_grad()
 def evaluate(policy: TinyLM, task: DigitSort, prompts: torch.Tensor) -> dict[str, float]:
     r"""``accuracy``: :math:`\frac1N\sum_x \pi_\theta(y^\star(x)\mid x)`, the exact probability that a sampled
     answer is correct, averaged over ``prompts`` (no sampling noise); ``greedy_accuracy``: the fraction
-    of prompts whose arg-max answer is correct."""
-    answers = task.answers(prompts)
-    logp = completion_logp(policy, prompts, answers)
-    acc = (logp * completion_mask(answers, task.eos)).sum(1).exp().mean()
+    of prompts whose arg-max answer is correct; ``accuracy_by_length``: the accuracy of the prompts with
+    each number of digits."""
+    p = answer_probability(policy, task, prompts)
+    lengths = task.lengths(prompts)
     greedy = sample(policy, prompts, task.completion_len, task.eos, task.pad, greedy=True)
-    return {"accuracy": float(acc), "greedy_accuracy": float(task.reward(prompts, greedy.tokens).mean())}
+    return {"accuracy": float(p.mean()), "greedy_accuracy": float(task.reward(prompts, greedy.tokens).mean()),
+            "accuracy_by_length": {int(k): float(p[lengths == k].mean()) for k in torch.unique(lengths)}}
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -251,15 +263,19 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, leave=False)
 
 
+@torch_threads(1)   # tiny matrices: one thread avoids OpenMP barriers (see pgcourse.device.torch_threads)
 def train(policy: TinyLM, task: DigitSort, config: GRPOConfig | None = None, *, ref: TinyLM | None = None,
-          eval_prompts: torch.Tensor | None = None, seed: int = 0, progress: bool = True) -> GRPOHistory:
+          eval_prompts: torch.Tensor | None = None, reward_fn: Callable | None = None, seed: int = 0,
+          progress: bool = True) -> GRPOHistory:
     r"""Improve ``policy`` in place with the verifier's reward; return a :class:`GRPOHistory`.
 
     Each step: draw B prompts, sample G completions each (one batched call), score them, turn the
     rewards into advantages (``config.advantage``: GRPO's group-normalized ones, the group mean only,
     the raw reward = REINFORCE without a baseline, or :math:`r - V_\phi(x)` with a learned value
     baseline), then take ``epochs`` steps on :func:`grpo_loss` (``old_logp`` from the sampler, ``ref_logp``
-    from the frozen ``ref``, a copy of the policy at the start unless given).
+    from the frozen ``ref``, a copy of the policy at the start unless given). ``reward_fn(prompts,
+    completions)`` replaces the verifier ``task.reward`` as the training reward (e.g. to add a format
+    bonus); the evaluation always uses the verifier.
     """
     config = GRPOConfig() if config is None else config
     if not isinstance(config, GRPOConfig):
@@ -287,6 +303,7 @@ def train(policy: TinyLM, task: DigitSort, config: GRPOConfig | None = None, *, 
         hist.eval_steps.append(step)
         hist.accuracy.append(ev["accuracy"])
         hist.greedy_accuracy.append(ev["greedy_accuracy"])
+        hist.accuracy_by_length.append(ev["accuracy_by_length"])
 
     record_eval(0)
     bar = _progress(config.steps, progress, f"{config.advantage}/{config.loss_type}")
@@ -294,7 +311,8 @@ def train(policy: TinyLM, task: DigitSort, config: GRPOConfig | None = None, *, 
     for step in range(1, config.steps + 1):
         prompts = task.sample_prompts(B, seed=g, device=dev).repeat_interleave(G, dim=0)   # (B·G, P)
         roll = sample(policy, prompts, T, task.eos, task.pad, seed=g, temperature=config.temperature)
-        rewards = task.reward(prompts, roll.tokens)                                        # (B·G,)
+        rewards_ok = task.reward(prompts, roll.tokens)                                     # (B·G,) the verifier
+        rewards = rewards_ok if reward_fn is None else float_tensor(reward_fn(prompts, roll.tokens), "reward_fn output")
         if config.advantage == "group":
             adv = group_advantages(rewards.view(B, G)).view(-1)
         elif config.advantage == "group_mean":
@@ -319,7 +337,7 @@ def train(policy: TinyLM, task: DigitSort, config: GRPOConfig | None = None, *, 
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             opt.step()
         schedule.step()
-        hist.reward.append(float(rewards.mean()))
+        hist.reward.append(float(rewards_ok.mean()))
         hist.kl.append(stats["k3"])
         hist.clip_fraction.append(stats["clip_fraction"])
         hist.length.append(float(roll.lengths.float().mean()))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .device import generator as make_generator
+from .device import torch_threads
 from .validate import as_tensor, positive_float, positive_int
 
 
@@ -135,6 +136,7 @@ def sequence_logp(model: TinyLM, prompts: torch.Tensor, completions: torch.Tenso
     return (completion_logp(model, prompts, completions) * mask).sum(1)
 
 
+@torch_threads(1)   # tiny matrices: one thread avoids OpenMP barriers
 def supervised_finetune(model: TinyLM, prompts: torch.Tensor, answers: torch.Tensor, eos: int, steps: int,
                         batch_size: int = 128, lr: float = 3e-3, seed: int | torch.Generator = 0) -> list[float]:
     r"""Supervised fine-tuning (SFT): minimize the mean token cross-entropy of the demonstrations,

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from ..device import seed_everything
+from ..device import seed_everything, torch_threads
 from ..digitsort import DigitSort
 from ..grpo import GRPOConfig, evaluate, train
 from ..tinylm import TinyLM, supervised_finetune
@@ -27,16 +27,8 @@ DEMOS = 2000
 TARGET = 0.90
 
 
+@torch_threads(1)
 def run(quick: bool = False) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(quick: bool) -> dict:
     seed_everything(0)
     task = DigitSort(min_len=1, max_len=5)
     policy = TinyLM(task.vocab_size, embed=32, hidden=64)
