@@ -76,3 +76,8 @@ def test_bad_inputs(task):
         task.reward(prompts, torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="n"):
         task.sample_prompts(0)
+
+
+def test_stops_is_a_format_reward(task):
+    rows = torch.tensor([[1, 2, EOS, PAD, PAD, PAD], [1, 2, 3, 4, 5, 6], [EOS, PAD, PAD, PAD, PAD, PAD]])
+    assert task.stops(rows).tolist() == [1.0, 0.0, 1.0]

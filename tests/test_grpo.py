@@ -326,3 +326,20 @@ def test_bench_quick():
         assert key in result
     assert 0.0 <= result["accuracy_before"] <= 1.0
     assert result["accuracy_after"] > result["accuracy_before"]
+
+
+def test_group_advantages_make_training_blind_to_a_reward_shift():
+    """(r + c - mean) / std = (r - mean) / std: a constant bonus changes nothing (bit for bit with 0/1 rewards)."""
+    task = DigitSort(1, 3)
+    config = GRPOConfig(steps=3, prompts_per_step=8, group_size=4, eval_every=3)
+    runs = []
+    for reward_fn in (None, lambda p, c: task.reward(p, c) + 1.0):
+        torch.manual_seed(0)
+        model = TinyLM(task.vocab_size)
+        runs.append(train(model, task, config, reward_fn=reward_fn, seed=0, progress=False))
+        runs.append(model)
+    assert runs[0].accuracy == runs[2].accuracy and runs[0].kl == runs[2].kl
+    assert all(torch.equal(a, b) for a, b in zip(runs[1].parameters(), runs[3].parameters()))
+    with pytest.raises(ValueError, match="reward_fn"):
+        train(TinyLM(task.vocab_size), task, config, reward_fn=lambda p, c: torch.full((p.shape[0],), float("nan")),
+              progress=False)
