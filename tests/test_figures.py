@@ -88,6 +88,14 @@ def test_bench_widgets_times_every_widget_at_its_defaults(capsys):
     for name in widgets():
         r = result[name]
         assert 0 < r["draw_ms"] <= r["redraw_ms"] and r["redraw_cpu_ms"] > 0 and r["png_bytes"] > 1000, (name, r)
+        assert r["moved_ms"] > 0, (name, r)
         assert name in out
     assert result["max_redraw_ms"] == max(result[n]["redraw_ms"] for n in widgets())
+    for name, w in widgets().items():      # the moved setting is a new, valid value of the first slider
+        first, spec = next(iter(w.sliders.items()))
+        moved = bench.moved_params(w, 1)[first]
+        assert moved != w.defaults[first]
+        if spec[0] != "choice":
+            lo, hi = (10 ** spec[2], 10 ** spec[3]) if spec[0] == "log" else (spec[2], spec[3])
+            assert lo - 1e-9 <= moved <= hi + 1e-9, (name, moved)
     assert "budget 250 ms" in out

@@ -1,10 +1,11 @@
 """``python -m pgcourse bench widgets``: each widget's redraw time at its default settings.
 
 For every registered widget (:func:`pgcourse.widgets.widgets`) it times ``draw(**defaults)`` (the
-figure) and the full redraw a learner waits for after moving a slider: the draw plus rendering the
-figure to PNG bytes as the notebook's inline backend does (``bbox_inches="tight"``). Medians of
-several runs after a first, cold call (which may fill caches, and is printed too). Budget: a redraw
-within 250 ms on a 2-core CPU.
+figure) and the full redraw a learner waits for: the draw plus rendering the figure to PNG bytes as
+the notebook's inline backend does (``bbox_inches="tight"``), at the default settings and with the
+first slider moved to values not drawn yet (a widget may cache what it drew). Medians of several
+runs after a first, cold call (which may fill caches, and is printed too). Budget: a redraw within
+250 ms on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -33,6 +34,27 @@ def _ms(fn) -> tuple[float, float, object]:
     return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3, out
 
 
+def moved_params(widget, k: int) -> dict:
+    """The defaults with the first slider moved ``k`` steps (down where up leaves its range; other
+    option for a choice): a setting the widget has not drawn yet, as after a learner moves it."""
+    params = dict(widget.defaults)
+    name, spec = next(iter(widget.sliders.items()))
+    if spec[0] == "choice":
+        options = list(spec[2])
+        params[name] = options[(options.index(spec[1]) + k) % len(options)]
+        return params
+    kind, value, lo, hi, step = spec
+    if kind == "log":                                    # lo, hi, step are base-10 exponents
+        import math
+        e = math.log10(value)
+        e = e + k * step if e + k * step <= hi + 1e-9 else e - k * step
+        params[name] = 10 ** max(lo, e)
+        return params
+    v = value + k * step if value + k * step <= hi else value - k * step
+    params[name] = type(value)(min(max(v, lo), hi)) if kind == "int" else float(min(max(v, lo), hi))
+    return params
+
+
 def time_widget(widget, repeat: int = 5) -> dict:
     """Cold, draw-only and full-redraw (draw + PNG) times of ``widget`` at its defaults, in ms.
 
@@ -47,9 +69,14 @@ def time_widget(widget, repeat: int = 5) -> dict:
         draws.append(t)
         redraws.append(t + t2)
         cpus.append(c + c2)
+    moved = []
+    for k in range(1, repeat + 1):
+        t, _, fig = _ms(lambda: widget.draw(**moved_params(widget, k)))
+        t2, _, _ = _ms(lambda: render_png(fig))
+        moved.append(t + t2)
     return {"cold_ms": round(cold, 1), "draw_ms": round(statistics.median(draws), 1),
             "redraw_ms": round(statistics.median(redraws), 1), "redraw_cpu_ms": round(statistics.median(cpus), 1),
-            "png_bytes": len(png)}
+            "moved_ms": round(statistics.median(moved), 1), "png_bytes": len(png)}
 
 
 def run(quick: bool = False) -> dict:
@@ -63,15 +90,19 @@ def run(quick: bool = False) -> dict:
         print("no widgets registered")
         return results
     width = max(len(n) for n in table)
-    print(f"{'widget':<{width}}  {'first':>8}  {'draw':>8}  {'redraw':>8}  {'cpu':>8}  "
-          f"(redraw = draw + PNG, median; cpu = its CPU time; budget {BUDGET_MS:.0f} ms)")
+    print(f"{'widget':<{width}}  {'first':>8}  {'draw':>8}  {'redraw':>8}  {'cpu':>8}  {'moved':>8}")
     for name, w in table.items():
         r = time_widget(w, repeat=2 if quick else 5)
-        verdict = "ok" if r["redraw_ms"] <= BUDGET_MS else "OVER BUDGET"
+        verdict = "ok" if max(r["redraw_ms"], r["moved_ms"]) <= BUDGET_MS else "OVER BUDGET"
         print(f"{name:<{width}}  {r['cold_ms']:>6.0f}ms  {r['draw_ms']:>6.0f}ms  {r['redraw_ms']:>6.0f}ms  "
-              f"{r['redraw_cpu_ms']:>6.0f}ms  {verdict}")
+              f"{r['redraw_cpu_ms']:>6.0f}ms  {r['moved_ms']:>6.0f}ms  {verdict}")
         results[name] = r
     worst = max(r["redraw_ms"] for r in results.values())
-    results["max_redraw_ms"] = worst
-    print(f"slowest redraw: {worst:.0f} ms (budget {BUDGET_MS:.0f} ms)")
+    worst_moved = max(r["moved_ms"] for r in results.values())
+    results["max_redraw_ms"], results["max_moved_ms"] = worst, worst_moved
+    print("first: the first draw (fills caches); draw: draw(**defaults); redraw: draw + PNG at the defaults;\n"
+          "cpu: the redraw's CPU time; moved: draw + PNG with the first slider moved to a value not drawn yet "
+          "(medians)")
+    print(f"slowest redraw at the defaults: {worst:.0f} ms, after a move: {worst_moved:.0f} ms "
+          f"(budget {BUDGET_MS:.0f} ms)")
     return results
