@@ -16,13 +16,7 @@ from pgcourse.variance import gradient_samples, summarize
 from pgcourse.widgets import widgets
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is faster (and what the notebook uses)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ---- pgcourse.returns.n_step_advantage ----------------------------------------------------------------
