@@ -255,7 +255,10 @@ def ratios_figure(drift: StaleDrift | None = None, rv: RatioVariance | None = No
 # ---- the clipped surrogate -----------------------------------------------------------------------
 
 def plot_clip_objective(axes, clip_eps: float = 0.2, advantage: float = 1.0, lo: float = 0.0, hi: float = 2.0) -> None:
-    """Two panels (A > 0, A < 0): the clipped objective and the unclipped ρA against ρ; shaded where its gradient is 0."""
+    """Two panels (A > 0, A < 0): the clipped objective and the unclipped ρA against ρ; shaded where its gradient is 0.
+
+    One legend, in the first panel (the second has the same entries in its own colour).
+    """
     rho = torch.linspace(max(lo, 1e-3), hi, 121, dtype=torch.float64)
     for ax, A in zip(axes, (abs(advantage), -abs(advantage))):
         clipped = clipped_objective(rho, torch.tensor(A, dtype=rho.dtype), clip_eps)
@@ -272,8 +275,10 @@ def plot_clip_objective(axes, clip_eps: float = 0.2, advantage: float = 1.0, lo:
         ax.set_xlabel(r"ratio $\rho = \pi_\theta(a|s) / \pi_{\theta_\mathrm{old}}(a|s)$")
         ax.set_ylabel("objective (to maximize)")
         ax.set_xlim(lo, hi)
+        ax.set_xticks([x / 2 for x in range(int(lo * 2), int(hi * 2) + 1)])
         ax.set_title(f"$A = {A:+g}$, $\\epsilon = {clip_eps:g}$", fontsize=10)
-        ax.legend(fontsize=7, loc="upper left" if A > 0 else "lower left")
+        if ax is axes[0]:
+            ax.legend(fontsize=7, loc="upper left")
 
 
 def clip_figure(clip_eps: float = 0.2):

@@ -17,7 +17,9 @@ from . import new_figure, register
 @register("05.clip", clip_eps=("float", 0.2, 0.05, 0.5, 0.05), ratio=("float", 1.3, 0.1, 1.9, 0.05))
 def clip_widget(clip_eps: float = 0.2, ratio: float = 1.3):
     """The clipped objective for A = ±1 at clip range ``clip_eps``, with the sample ratio ``ratio`` marked."""
-    fig = new_figure(figsize=(9, 3.6))
+    # fixed margins instead of the constrained layout: half the redraw time
+    fig = new_figure(figsize=(9, 3.6), layout=None)
+    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.15, top=0.91, wspace=0.25)
     axes = fig.subplots(1, 2)
     plot_clip_objective(axes, float(clip_eps))
     for ax, A in zip(axes, (1.0, -1.0)):
