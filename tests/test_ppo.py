@@ -213,9 +213,16 @@ def test_ppo_learns_cartpole():
     """A short run with a fixed seed: the last 20 episodes return far more than the first 20."""
     hist = ppo(total_steps=16_384, seed=0, progress=False)
     first, last = sum(hist.episode_returns[:20]) / 20, hist.mean_return_last(20)
-    assert first < 50 and last > 150, (first, last)
+    assert first < 50 and last > 120, (first, last)
     assert set(hist.extra) >= {"approx_kl", "clip_fraction", "policy_kl", "value_loss", "entropy", "epochs", "lr"}
     assert hist.extra["lr"][0] == PPOConfig().lr and hist.extra["lr"][-1] < hist.extra["lr"][0]
+
+
+def test_ppo_runs_on_the_device(dev):
+    hist = ppo(total_steps=256, n_envs=4, n_steps=32, n_minibatches=2, seed=0, device=dev, progress=False)
+    params = list(hist.agent.parameters())
+    assert all(p.device.type == dev.type for p in params) and all(torch.isfinite(p).all() for p in params)
+    assert hist.env_steps[-1] >= 256 and all(math.isfinite(v) for v in hist.extra["policy_kl"])
 
 
 def test_bench_ppo_quick_json():
