@@ -14,7 +14,8 @@ import torch
 from ..estimators import pg_loss
 from ..policies import softmax_score
 from ..returns import discounted_return
-from . import Case, differ, exercise
+from . import Case, exercise
+from .losses import LossAndGrad, compare_loss_and_grad, expected_loss_and_grad
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -51,67 +52,9 @@ def discounted_return_cases() -> list[Case]:
 
 # ---- 01.surrogate_loss -------------------------------------------------------------------------
 
-class _LossAndGrad(dict):
-    """What a surrogate-loss case expects: the loss and d loss / d logp (shown as a dict in messages)."""
-
-    logp: torch.Tensor   # the input logp, to find it among the leaves of the learner's graph
-    weights: torch.Tensor
-
-
-def _expected_surrogate(logp: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None) -> _LossAndGrad:
-    lp = logp.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = pg_loss(lp, weights, mask)
-        (grad,) = torch.autograd.grad(loss, lp)
-    out = _LossAndGrad(loss=loss.detach(), dloss_dlogp=grad)
-    out.logp, out.weights = logp.detach(), weights.detach()
-    return out
-
-
-def _leaves(t: torch.Tensor) -> list[torch.Tensor]:
-    """The leaf tensors that ``t``'s autograd graph reaches."""
-    seen, stack, out = set(), [t.grad_fn], []
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if hasattr(fn, "variable"):
-            out.append(fn.variable)
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return out
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.equal(a.detach().cpu().double().nan_to_num(),
-                                                   b.detach().cpu().double().nan_to_num()))
-
-
-def compare_surrogate(got: Any, expected: _LossAndGrad) -> str | None:
+def compare_surrogate(got: Any, expected: LossAndGrad) -> str | None:
     """The value must match pg_loss, d/d logp must match its autograd gradient, and no gradient may reach weights."""
-    if not isinstance(got, torch.Tensor):
-        return f"expected a torch.Tensor (a scalar loss), got {type(got).__name__}"
-    if got.dim() != 0:
-        return f"the loss must be a scalar (0-dim tensor), got shape {tuple(got.shape)}"
-    why = differ(got.detach(), expected["loss"])
-    if why:
-        return f"loss value: {why}"
-    if got.grad_fn is None:
-        return "the loss carries no gradient: keep logp in the autograd graph (don't detach it or convert to float)"
-    leaves = _leaves(got)
-    logp = [x for x in leaves if _same(x, expected.logp)]
-    if not logp:
-        return "the loss does not depend on logp through autograd"
-    weights = [x for x in leaves if x is not logp[0] and x.requires_grad and _same(x, expected.weights)]
-    grads = torch.autograd.grad(got, [logp[0], *weights], allow_unused=True, retain_graph=True)
-    g = grads[0] if grads[0] is not None else torch.zeros_like(logp[0])
-    why = differ(g, expected["dloss_dlogp"])
-    if why:
-        return f"gradient with respect to logp: {why}"
-    for gw in grads[1:]:
-        if gw is not None and bool((gw != 0).any()):
-            return "gradient reaches the weights: treat them as constants (weights.detach())"
-    return None
+    return compare_loss_and_grad(got, expected)
 
 
 @exercise("01.surrogate_loss", compare=compare_surrogate)
@@ -119,7 +62,8 @@ def surrogate_loss_cases() -> list[Case]:
     """L = −(1/N) Σ_i Σ_t m_t log π(a_t|s_t) · stopgrad(Ψ_t), compared in value and in d L / d logp."""
     def case(logp, weights, mask=None, note=""):
         logp = logp.detach().requires_grad_(True)
-        return Case((logp, weights), {"mask": mask}, _expected_surrogate(logp, weights, mask), note)
+        return Case((logp, weights), {"mask": mask},
+                    expected_loss_and_grad(pg_loss, logp, weights, mask, constants={"weights": weights}), note)
 
     g = _gen(2)
     lp = -torch.rand(8, 20, generator=g, dtype=torch.float64) * 2

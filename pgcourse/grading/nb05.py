@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ..ppo import clip_loss, minibatch_epochs
-from . import Case, differ, exercise
+from . import Case, exercise
+from .losses import LossAndGrad, compare_loss_and_grad, expected_loss_and_grad
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -22,55 +23,13 @@ def _gen(seed: int) -> torch.Generator:
 
 # ---- 05.clipped_surrogate ----------------------------------------------------------------------
 
-class _LossAndGrad(dict):
-    """What a clipped-surrogate case expects: the loss and d loss / d logp (shown as a dict in messages)."""
-
-    logp: torch.Tensor
+def _clip_loss_value(logp, old_logp, adv, clip_eps):
+    return clip_loss(logp, old_logp, adv, clip_eps)[0]
 
 
-def _expected_clip(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip_eps: float) -> _LossAndGrad:
-    lp = logp.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss, _ = clip_loss(lp, old_logp, adv, clip_eps)
-        (grad,) = torch.autograd.grad(loss, lp)
-    out = _LossAndGrad(loss=loss.detach(), dloss_dlogp=grad)
-    out.logp = logp.detach()
-    return out
-
-
-def _leaves(t: torch.Tensor) -> list[torch.Tensor]:
-    seen, stack, out = set(), [t.grad_fn], []
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if hasattr(fn, "variable"):
-            out.append(fn.variable)
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return out
-
-
-def compare_clip(got: Any, expected: _LossAndGrad) -> str | None:
+def compare_clip(got: Any, expected: LossAndGrad) -> str | None:
     """The value must match clip_loss, and so must d loss / d logp (zero where the clip is active)."""
-    if not isinstance(got, torch.Tensor):
-        return f"expected a torch.Tensor (a scalar loss), got {type(got).__name__}"
-    if got.dim() != 0:
-        return f"the loss must be a scalar (0-dim tensor), got shape {tuple(got.shape)}"
-    why = differ(got.detach(), expected["loss"])
-    if why:
-        return f"loss value: {why}"
-    if got.grad_fn is None:
-        return "the loss carries no gradient: keep logp in the autograd graph (don't detach it or convert to float)"
-    ref = expected.logp
-    logp = [x for x in _leaves(got) if x.shape == ref.shape and torch.equal(x.detach().cpu(), ref.cpu())]
-    if not logp:
-        return "the loss does not depend on logp through autograd"
-    (g,) = torch.autograd.grad(got, logp[0], retain_graph=True)
-    why = differ(g, expected["dloss_dlogp"])
-    if why:
-        return f"gradient with respect to logp (it must be 0 where the clip is active): {why}"
-    return None
+    return compare_loss_and_grad(got, expected, " (it must be 0 where the clip is active)")
 
 
 @exercise("05.clipped_surrogate", compare=compare_clip)
@@ -81,7 +40,7 @@ def clipped_surrogate_cases() -> list[Case]:
         old = torch.full_like(ratio, -0.7) if old is None else old
         logp = (old + ratio.log()).detach().requires_grad_(True)
         adv = torch.as_tensor(adv, dtype=torch.float64)
-        return Case((logp, old, adv), {"clip_eps": clip_eps}, _expected_clip(logp, old, adv, clip_eps), note)
+        return Case((logp, old, adv), {"clip_eps": clip_eps}, expected_loss_and_grad(_clip_loss_value, logp, old, adv, clip_eps), note)
 
     g = _gen(5)
     old = -torch.rand(64, generator=g, dtype=torch.float64) * 2 - 0.05
