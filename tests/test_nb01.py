@@ -11,12 +11,13 @@ from matplotlib.figure import Figure
 from pgcourse.estimators import pg_loss
 from pgcourse.figures import FIGURES_DIR, registry, save
 from pgcourse.figures import nb01 as F
-from pgcourse.grading import ExerciseFailed, check, exercises
+from pgcourse.grading import check, exercises
 from pgcourse.mdp import frozen_lake
 from pgcourse.policies import softmax_log_prob, softmax_score
 from pgcourse.returns import discounted_return
 from pgcourse.variance import Row, gradient_samples
 from pgcourse.widgets import widgets
+from exercise_contract import assert_fails_with_case, assert_not_attempted, assert_passes
 
 matplotlib.use("Agg")
 
@@ -36,27 +37,16 @@ def test_all_exercises_registered():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_passes(name, capsys):
-    assert check(name, REFERENCE[name]) is True
-    out = capsys.readouterr().out.strip()
-    assert out.startswith(f"✓ {name}: all ") and out.endswith("cases pass")
-    assert "\n" not in out
+    assert_passes(name, REFERENCE[name], capsys)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_not_attempted(name, capsys):
-    def stub(*args, **kwargs):
-        raise NotImplementedError("Exercise: replace this line with your code")
-    assert check(name, stub) is False
-    assert "not attempted" in capsys.readouterr().out
+    assert_not_attempted(name, capsys)
 
 
 def _message(name, fn) -> str:
-    with pytest.raises(ExerciseFailed) as err:
-        check(name, fn)
-    msg = str(err.value)
-    for part in ("input:", "expected:", "got:"):
-        assert part in msg
-    return msg
+    return assert_fails_with_case(name, fn)
 
 
 def test_discounted_return_ignoring_dones_fails():

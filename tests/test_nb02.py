@@ -8,12 +8,13 @@ from matplotlib.figure import Figure
 
 from pgcourse.figures import nb02 as fig02
 from pgcourse.figures import registry
-from pgcourse.grading import ExerciseFailed, check, exercises
+from pgcourse.grading import exercises
 from pgcourse.grading.nb02 import variance_ratio_reference
 from pgcourse.mdp import coin_flips
 from pgcourse.returns import reward_to_go
 from pgcourse.variance import gradient_samples, summarize
 from pgcourse.widgets import widgets
+from exercise_contract import assert_fails_with_case, assert_not_attempted, assert_passes
 
 matplotlib.use("Agg")
 
@@ -91,23 +92,17 @@ def test_three_exercises_registered():
 
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_reference_passes(name, capsys):
-    assert check(name, GOOD[name]) is True
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith(f"✓ {name}: all ") and out[0].endswith(" cases pass")
+    assert_passes(name, GOOD[name], capsys)
 
 
 @pytest.mark.parametrize("name,fn", BAD, ids=[f"{n}-{f.__name__}" for n, f in BAD])
 def test_wrong_answer_fails_with_input_expected_got(name, fn):
-    with pytest.raises(ExerciseFailed) as err:
-        check(name, fn)
-    msg = str(err.value)
-    assert name in msg and "input:" in msg and "expected:" in msg and "got:" in msg
+    assert_fails_with_case(name, fn)
 
 
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_not_attempted(name, capsys):
-    assert check(name, not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
+    assert_not_attempted(name, capsys)
 
 
 def test_cases_cover_episode_boundaries_and_batches():

@@ -10,10 +10,11 @@ from matplotlib.figure import Figure
 
 from pgcourse.figures import nb04 as F
 from pgcourse.figures import registry
-from pgcourse.grading import ExerciseFailed, check, exercises
+from pgcourse.grading import check, exercises
 from pgcourse.returns import gae, n_step_advantage
 from pgcourse.variance import gradient_samples, summarize
 from pgcourse.widgets import widgets
+from exercise_contract import assert_fails_with_case, assert_not_attempted, assert_passes
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -213,8 +214,7 @@ def test_notebook_04_exercises_are_registered():
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_reference_passes(name, capsys):
-    assert check(name, REFERENCES[name]) is True
-    assert capsys.readouterr().out.startswith(f"✓ {name}: all ")
+    assert_passes(name, REFERENCES[name], capsys)
 
 
 def test_the_loop_solution_of_gae_passes():
@@ -223,10 +223,7 @@ def test_the_loop_solution_of_gae_passes():
 
 @pytest.mark.parametrize("name, k", [(n, k) for n, fns in sorted(WRONG.items()) for k in range(len(fns))])
 def test_wrong_answer_shows_input_expected_got(name, k):
-    with pytest.raises(ExerciseFailed) as err:
-        check(name, WRONG[name][k])
-    msg = str(err.value)
-    assert name in msg and "input:" in msg and "expected:" in msg and "got:" in msg
+    assert_fails_with_case(name, WRONG[name][k])
 
 
 def test_gae_cases_include_terminated_and_truncated_steps():
@@ -237,10 +234,7 @@ def test_gae_cases_include_terminated_and_truncated_steps():
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_not_attempted(name, capsys):
-    def stub(*args, **kwargs):
-        raise NotImplementedError
-    assert check(name, stub) is False
-    assert "not attempted" in capsys.readouterr().out
+    assert_not_attempted(name, capsys)
 
 
 # ---- widget and figures --------------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from matplotlib.figure import Figure
 
 from pgcourse.figures import nb05 as F
 from pgcourse.figures import registry
-from pgcourse.grading import ExerciseFailed, check, exercises
+from pgcourse.grading import exercises
 from pgcourse.grading.nb05 import FakeStep
 from pgcourse.mdp import coin_flips
 from pgcourse.ppo import clip_loss, minibatch_epochs
 from pgcourse.widgets import widgets
+from exercise_contract import assert_fails_with_case, assert_not_attempted, assert_passes
 
 matplotlib.use("Agg")
 
@@ -37,26 +38,16 @@ def test_all_exercises_registered():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_passes(name, capsys):
-    assert check(name, REFERENCE[name]) is True
-    out = capsys.readouterr().out.strip()
-    assert out.startswith(f"✓ {name}: all ") and out.endswith("cases pass") and "\n" not in out
+    assert_passes(name, REFERENCE[name], capsys)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_not_attempted(name, capsys):
-    def stub(*args, **kwargs):
-        raise NotImplementedError("Exercise: replace this line with your code")
-    assert check(name, stub) is False
-    assert "not attempted" in capsys.readouterr().out
+    assert_not_attempted(name, capsys)
 
 
 def _message(name, fn) -> str:
-    with pytest.raises(ExerciseFailed) as err:
-        check(name, fn)
-    msg = str(err.value)
-    for part in ("input:", "expected:", "got:"):
-        assert part in msg
-    return msg
+    return assert_fails_with_case(name, fn)
 
 
 def test_clip_without_min_fails():
