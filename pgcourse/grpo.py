@@ -27,6 +27,8 @@ import torch
 from .device import generator as make_generator
 from .device import torch_threads
 from .digitsort import DigitSort
+from .ppo import clipped_objective
+from .ppo import kl_k3 as _k3_from_log_ratio
 from .tinylm import PromptValue, TinyLM, completion_logp, sample, sequence_logp
 from .validate import bool_tensor, float_tensor, one_of, positive_float, positive_int, same_shape
 
@@ -78,8 +80,7 @@ def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     r"""k3 = :math:`r - 1 - \log r`: unbiased (as :math:`\mathbb E_{\pi_\theta}[r] = 1`) and never negative
     (as :math:`\log r \le r - 1`); the estimator GRPO puts in its loss."""
-    log_r = _log_ratio(logp, ref_logp)
-    return torch.exp(log_r) - log_r - 1
+    return _k3_from_log_ratio(_log_ratio(logp, ref_logp))
 
 
 def kl_estimators(logp: torch.Tensor, ref_logp: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -154,9 +155,8 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     old_v, ref_v = torch.where(mask, old_logp, zero).detach(), torch.where(mask, ref_logp, zero).detach()
     adv = advantages.detach()
     ratio = torch.exp(logp_v - old_v)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv
-    policy_term = -torch.min(unclipped, clipped)
+    objective = clipped_objective(ratio, adv, clip_eps)  # PPO's clipped surrogate, per token
+    policy_term = -objective
     k3 = kl_k3(logp_v, ref_v)
     per_token = policy_term + beta * k3 if beta > 0 else policy_term
     loss = aggregate_tokens(per_token, mask, loss_type)
@@ -164,7 +164,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     with torch.no_grad():
         n = mask.sum().clamp_min(1)
         stats = {
-            "clip_fraction": float(((clipped < unclipped) & mask).sum() / n),
+            "clip_fraction": float(((objective < ratio * adv) & mask).sum() / n),  # the clipped side is active
             "approx_kl": float((k3 * mask).sum() / n),
             "k3": float((k3 * mask).sum() / n),
             "kl_old": float((kl_k3(logp_v, old_v) * mask).sum() / n),
