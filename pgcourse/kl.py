@@ -36,8 +36,8 @@ import math
 import torch
 
 from .device import generator as make_generator
-from .grpo import kl_k1, kl_k2, kl_k3
-from .validate import float_tensor, one_of, positive_int, same_shape
+from .ppo import kl_k3 as _k3
+from .validate import float_tensor, one_of, positive_float, positive_int, same_shape
 
 #: the three treatments of the lesson
 TREATMENTS = ("k1_reward", "k3_loss", "reverse_kl")
@@ -88,16 +88,13 @@ def kl_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, direction: str =
 
 
 def _per_sample(lp: torch.Tensor, lr: torch.Tensor, treatment: str) -> torch.Tensor:
-    """The surrogate whose gradient is one sample's contribution, at the log-probs ``lp`` of the samples."""
-    if treatment == "k1_reward":
-        return kl_k1(lp, lr).detach() * lp
-    if treatment == "k3_reward":
-        return kl_k3(lp, lr).detach() * lp
-    if treatment == "k1_loss":
-        return kl_k1(lp, lr)
-    if treatment == "k2_loss":
-        return kl_k2(lp, lr)
-    return kl_k3(lp, lr)  # k3_loss
+    r"""The surrogate whose gradient is one sample's contribution, at the log-probs ``lp`` of the samples.
+
+    With :math:`\log r = \log\pi_{\text{ref}} - \log\pi`: k1 = :math:`-\log r`, k2 = :math:`\tfrac12(\log r)^2`,
+    k3 = :math:`r - 1 - \log r` (the estimators of :mod:`pgcourse.grpo`, here without their input checks)."""
+    log_r = lr - lp
+    k = {"k1": -log_r, "k2": 0.5 * log_r ** 2, "k3": _k3(log_r)}[treatment[:2]]
+    return k.detach() * lp if treatment.endswith("_reward") else k
 
 
 def expected_surrogate(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: str) -> torch.Tensor:
@@ -109,20 +106,29 @@ def expected_surrogate(logits: torch.Tensor, ref_logits: torch.Tensor, treatment
     """
     logits, ref_logits = _pair(logits, ref_logits)
     treatment = one_of(treatment, "treatment", ALL_TREATMENTS)
+    return _surrogate(logits, torch.log_softmax(ref_logits.detach(), -1), treatment)
+
+
+def _surrogate(logits: torch.Tensor, lr: torch.Tensor, treatment: str) -> torch.Tensor:
+    lp = torch.log_softmax(logits, -1)
     if treatment == "reverse_kl":
-        return reverse_kl(logits, ref_logits.detach())
-    lp, lr = torch.log_softmax(logits, -1), torch.log_softmax(ref_logits.detach(), -1)
+        return (lp.exp() * (lp - lr)).sum(-1)
     return (lp.exp().detach() * _per_sample(lp, lr, treatment)).sum(-1)
+
+
+def _grad(z: torch.Tensor, lr: torch.Tensor, treatment: str) -> torch.Tensor:
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(_surrogate(z, lr, treatment).sum(), z)
+    return grad
 
 
 def expected_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: str) -> torch.Tensor:
     """The treatment's exact expected gradient in the logits, shaped like ``logits`` (autograd of
     :func:`expected_surrogate`; the caller's graph is left alone)."""
     logits, ref_logits = _pair(logits, ref_logits)
-    z = logits.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(expected_surrogate(z, ref_logits.detach(), treatment).sum(), z)
-    return grad
+    treatment = one_of(treatment, "treatment", ALL_TREATMENTS)
+    return _grad(logits, torch.log_softmax(ref_logits.detach(), -1), treatment)
 
 
 def sample_gradients(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: str, n: int,
@@ -200,3 +206,54 @@ def monte_carlo_z(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: str
     se = draws.std(0) / math.sqrt(n)
     diff = draws.mean(0) - expected_gradient(logits, ref_logits, treatment).double()
     return torch.where(se > 0, diff / se.clamp_min(1e-300), torch.zeros_like(diff))
+
+
+# ---- where a treatment leads: the optimum of E_pi[r] - beta * KL ----------------------------------
+
+def regularized_optimum(reward: torch.Tensor, ref_logits: torch.Tensor, beta: float,
+                        direction: str = "reverse") -> torch.Tensor:
+    r"""The maximizer over :math:`\pi` of :math:`\mathbb E_\pi[r] - eta\,\mathrm{KL}`, as probabilities (..., K).
+
+    ``"reverse"``: :math:`\pi^\star \propto \pi_{	ext{ref}}\,e^{r/eta}` (mode-seeking, the RLHF optimum);
+    ``"forward"``: :math:`\pi^\star(x) = eta\,\pi_{	ext{ref}}(x)/(\lambda - r(x))` with :math:`\lambda > \max r`
+    set by :math:`\sum_x\pi^\star(x) = 1` (found by bisection on :math:`(\max r, \max r + eta]`): it never
+    drops an outcome the reference keeps.
+    """
+    reward, ref_logits = _pair(reward, ref_logits)
+    beta = positive_float(beta, "beta")
+    direction = one_of(direction, "direction", DIRECTIONS)
+    lr = torch.log_softmax(ref_logits, -1)
+    if direction == "reverse":
+        return torch.softmax(lr + reward / beta, -1)
+    ref = lr.exp().double()
+    r = reward.double()
+    top = r.max(-1, keepdim=True).values
+    lo, hi = top, top + beta
+    for _ in range(200):  # the total mass is decreasing in lambda: 1 at the root
+        mid = 0.5 * (lo + hi)
+        heavy = (beta * ref / (mid - r)).sum(-1, keepdim=True) > 1
+        lo, hi = torch.where(heavy, mid, lo), torch.where(heavy, hi, mid)
+    p = beta * ref / (hi - r)
+    return (p / p.sum(-1, keepdim=True)).to(reward.dtype)
+
+
+def ascend(reward: torch.Tensor, ref_logits: torch.Tensor, beta: float, treatment: str | None,
+           steps: int = 3000, lr: float = 1.0, logits: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Exact gradient ascent on :math:`\mathbb E_\pi[r]` with the treatment's expected KL gradient times
+    ``beta`` subtracted (``treatment=None``: no KL), from ``logits`` (default: the reference's). Returns the
+    final logits; where the ascent stops is where the treatment leads."""
+    reward, ref_logits = _pair(reward, ref_logits)
+    beta = positive_float(beta, "beta", allow_zero=True)
+    steps = positive_int(steps, "steps")
+    lr = positive_float(lr, "lr")
+    if treatment is not None:
+        treatment = one_of(treatment, "treatment", ALL_TREATMENTS)
+    z = (ref_logits if logits is None else _pair(logits, ref_logits)[0]).detach().clone()
+    log_ref = torch.log_softmax(ref_logits.detach(), -1)
+    for _ in range(steps):
+        p = torch.softmax(z, -1)
+        step = p * (reward - (p * reward).sum(-1, keepdim=True))   # the exact gradient of E_pi[r] in the logits
+        if treatment is not None and beta > 0:
+            step = step - beta * _grad(z, log_ref, treatment)
+        z = z + lr * step
+    return z

@@ -52,7 +52,7 @@ def test_k3_in_the_loss_does_not_follow_the_reverse_kl_whose_value_it_estimates(
     p = torch.softmax(z, -1)
     lp, lr = torch.log_softmax(z, -1), torch.log_softmax(r, -1)
     # the value: E_pi[k3] is the reverse KL
-    torch.testing.assert_close((p * kl.kl_k3(lp, lr)).sum(), kl.reverse_kl(z, r), rtol=0, atol=1e-14)
+    torch.testing.assert_close((p * (torch.exp(lr - lp) - (lr - lp) - 1)).sum(), kl.reverse_kl(z, r), rtol=0, atol=1e-14)
     # the gradient of the loss term: the forward KL's, pi - pi_ref, not the reverse KL's
     g = kl.expected_gradient(z, r, "k3_loss")
     torch.testing.assert_close(g, p - torch.softmax(r, -1), rtol=0, atol=1e-14)
@@ -151,5 +151,52 @@ def test_sample_gradients_shape_and_seed():
     (lambda: kl.reverse_kl(torch.zeros(0), torch.zeros(0)), ValueError, "empty"),
 ])
 def test_bad_input(call, exc, words):
+    with pytest.raises(exc, match=words):
+        call()
+
+
+# ---- where each treatment leads: the optimum of E[r] - beta KL -------------------------------------
+
+REWARD = torch.tensor([1.0, 0.6, 0.2, 0.0, 0.0], dtype=torch.float64)
+REF = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.2, 0.2], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.3, 1.0])
+@pytest.mark.parametrize("direction", kl.DIRECTIONS)
+def test_regularized_optimum_is_stationary(beta, direction):
+    p = kl.regularized_optimum(REWARD, REF, beta, direction)
+    assert float(p.sum()) == pytest.approx(1, abs=1e-12) and bool((p > 0).all())
+    z = torch.log(p)
+    grad_reward = p * (REWARD - (p * REWARD).sum())
+    torch.testing.assert_close(grad_reward, beta * kl.kl_gradient(z, REF, direction), rtol=0, atol=1e-12)
+
+
+def test_each_treatment_ascends_to_its_own_optimum():
+    betas = torch.tensor([0.3, 1.0], dtype=torch.float64)[:, None]
+    r, ref = REWARD.expand(2, 5), REF.expand(2, 5)
+    for treatment, direction in (("k1_reward", "reverse"), ("reverse_kl", "reverse"), ("k3_loss", "forward")):
+        for i, beta in enumerate(betas.flatten().tolist()):
+            z = kl.ascend(r[i], ref[i], beta, treatment, steps=3000)
+            want = kl.regularized_optimum(r[i], ref[i], beta, direction)
+            torch.testing.assert_close(torch.softmax(z, -1), want, rtol=0, atol=1e-6, msg=treatment)
+    # the two optima differ: k3 in the loss does not lead where the reverse KL does
+    gap = kl.regularized_optimum(REWARD, REF, 0.3, "forward") - kl.regularized_optimum(REWARD, REF, 0.3, "reverse")
+    assert float(gap.abs().max()) > 0.05
+
+
+def test_no_kl_ascends_towards_the_best_outcome():
+    p = torch.softmax(kl.ascend(REWARD, REF, 0.0, None, steps=2000), -1)
+    assert float(p[0]) > 0.95
+
+
+@pytest.mark.parametrize("call, exc, words", [
+    (lambda: kl.regularized_optimum(REWARD, REF, 0.0), ValueError, "beta"),
+    (lambda: kl.regularized_optimum(REWARD, REF, 0.1, "both"), ValueError, "direction"),
+    (lambda: kl.regularized_optimum(REWARD[:3], REF, 0.1), ValueError, "ref_logits"),
+    (lambda: kl.ascend(REWARD, REF, 0.1, "k3_loss", steps=0), ValueError, "steps"),
+    (lambda: kl.ascend(REWARD, REF, 0.1, "k5"), ValueError, "treatment"),
+    (lambda: kl.ascend(REWARD, REF, -1.0, "k3_loss"), ValueError, "beta"),
+])
+def test_bad_input_optimum(call, exc, words):
     with pytest.raises(exc, match=words):
         call()
