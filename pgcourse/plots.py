@@ -7,12 +7,17 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
+def new_figure(*args, **kwargs):
+    """A matplotlib figure not managed by pyplot's global state (safe to build in a widget's redraw)."""
+    from matplotlib.figure import Figure
+    kwargs.setdefault("layout", "constrained")
+    return Figure(*args, **kwargs)
+
+
 def _axes(ax, **fig_kw):
     if ax is not None:
         return ax
-    from matplotlib.figure import Figure
-    fig = Figure(layout="constrained", **({"figsize": (7, 4)} | fig_kw))
-    return fig.add_subplot()
+    return new_figure(**({"figsize": (7, 4)} | fig_kw)).add_subplot()
 
 
 def smoothed_curve(hist, x: str = "env_steps", window: int = 20, grid: np.ndarray | None = None):

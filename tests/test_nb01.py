@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from pgcourse.estimators import pg_loss
 from pgcourse.figures import FIGURES_DIR, registry, save
-from pgcourse.figures import nb01 as F
+from pgcourse.lessons import nb01 as F
 from pgcourse.grading import check, exercises
 from pgcourse.mdp import frozen_lake
 from pgcourse.policies import softmax_log_prob, softmax_score

@@ -6,7 +6,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from pgcourse.figures import nb02 as fig02
+from pgcourse.lessons import nb02 as fig02
 from pgcourse.figures import registry
 from pgcourse.grading import exercises
 from pgcourse.grading.nb02 import variance_ratio_reference

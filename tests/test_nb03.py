@@ -6,7 +6,7 @@ import torch
 from matplotlib.figure import Figure
 
 from pgcourse import baselines
-from pgcourse.figures import nb03 as F
+from pgcourse.lessons import nb03 as F
 from pgcourse.figures import registry
 from pgcourse.grading import exercises
 from pgcourse.variance import by_batch, gradient_samples

@@ -8,7 +8,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from pgcourse.figures import nb04 as F
+from pgcourse.lessons import nb04 as F
 from pgcourse.figures import registry
 from pgcourse.grading import check, exercises
 from pgcourse.returns import gae, n_step_advantage

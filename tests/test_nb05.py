@@ -8,7 +8,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from pgcourse.figures import nb05 as F
+from pgcourse.lessons import nb05 as F
 from pgcourse.figures import registry
 from pgcourse.grading import exercises
 from pgcourse.grading.nb05 import FakeStep

@@ -6,7 +6,7 @@ import torch
 from matplotlib.figure import Figure
 
 from pgcourse import grpo
-from pgcourse.figures import nb06 as F
+from pgcourse.lessons import nb06 as F
 from pgcourse.figures import registry
 from pgcourse.grading import exercises
 from pgcourse.widgets import widgets

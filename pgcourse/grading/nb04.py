@@ -2,14 +2,14 @@
 
 Expected outputs come from the package: ``04.q_from_v`` from the dynamic programming of
 :meth:`pgcourse.mdp.TabularMDP.values` (``Q_t`` given ``V_{t+1}``) and from
-:func:`pgcourse.figures.nb04.bellman_q`; ``04.td_residual`` and ``04.gae`` from
+:func:`pgcourse.lessons.nb04.bellman_q`; ``04.td_residual`` and ``04.gae`` from
 :func:`pgcourse.returns.gae` (the TD residual is GAE with λ = 0).
 """
 from __future__ import annotations
 
 import torch
 
-from ..figures.nb04 import bellman_q, lesson_mdp
+from ..lessons.nb04 import bellman_q, lesson_mdp
 from ..mdp import TabularMDP, coin_flips, delayed_reward
 from ..returns import gae
 from . import Case, exercise

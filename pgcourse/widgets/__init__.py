@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import matplotlib
 
+from ..plots import new_figure  # noqa: F401  (the widget modules draw with it)
+
 _REGISTRY: dict[str, "Widget"] = {}
 
 
@@ -90,13 +92,6 @@ def show(name: str, **overrides) -> None:
     ui = W.interactive(redraw, **controls)
     ui.add_class(f"pgcourse-widget-{name.replace('.', '-')}")
     display(ui)
-
-
-def new_figure(*args, **kwargs):
-    """A matplotlib figure not managed by pyplot's global state (safe to build in a redraw)."""
-    from matplotlib.figure import Figure
-    kwargs.setdefault("layout", "constrained")
-    return Figure(*args, **kwargs)
 
 
 matplotlib.rcParams.setdefault("figure.dpi", 100)

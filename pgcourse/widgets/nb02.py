@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import torch
 
-from ..figures.nb02 import coin_flips_prediction
+from ..lessons.nb02 import coin_flips_prediction
 from ..mdp import TabularMDP, coin_flips, early_rewards, frozen_lake
 from ..variance import gradient_samples, summarize
 from . import new_figure, register

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 from ..device import torch_threads
-from ..figures import nb03 as F
+from ..lessons import nb03 as lesson
 from ..variance import gradient_samples, summarize
 from . import new_figure, register
 
@@ -18,8 +18,8 @@ LIVE_EPISODES = 4096  # episodes behind each live measurement (split into batche
 
 @functools.lru_cache(maxsize=1)
 def _lesson():
-    mdp, logits = F.lesson_mdp()
-    return mdp, logits, mdp.exact_gradient(logits), F.per_episode(mdp, logits)
+    mdp, logits = lesson.lesson_mdp()
+    return mdp, logits, mdp.exact_gradient(logits), lesson.per_episode(mdp, logits)
 
 
 @register("03.variance", b=("float", 0.0, -1.0, 2.0, 0.05), batch_size=("int", 16, 1, 64, 1))
@@ -28,10 +28,10 @@ def variance_widget(b: float = 0.0, batch_size: int = 16):
     r"""The parabola of the variance against a constant b, with b, E[R] and b* marked and the variance at b measured."""
     mdp, logits, exact, theory = _lesson()
     n_batches = max(2, LIVE_EPISODES // batch_size)
-    row = summarize(gradient_samples(mdp, logits, F.full_return_minus(b), batch_size, n_batches, seed=7), exact)
+    row = summarize(gradient_samples(mdp, logits, lesson.full_return_minus(b), batch_size, n_batches, seed=7), exact)
     fig = new_figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
-    F.plot_parabola(ax, theory, batch_size, b_current=b)
+    lesson.plot_parabola(ax, theory, batch_size, b_current=b)
     ax.errorbar([b], [row.variance], yerr=[2 * row.variance_se], fmt="o", color="k", capsize=3,
                 label=f"measured at $b$: {row.variance:.4f} ± {row.variance_se:.1g} ({n_batches} batches)")
     ratio = theory.variance(b) / theory.variance(theory.b_star)

@@ -2,14 +2,14 @@ r"""Widgets of notebook 05 (PPO).
 
 ``05.clip``: the clip range ε and a ratio ρ → PPO's clipped objective
 :math:`\min(\rho A, \operatorname{clip}(\rho, 1-\epsilon, 1+\epsilon)A)` against ρ for A = +1 and A = −1
-(:func:`pgcourse.figures.nb05.plot_clip_objective`), with the point ρ marked on both curves and
+(:func:`pgcourse.lessons.nb05.plot_clip_objective`), with the point ρ marked on both curves and
 its gradient :math:`\partial/\partial\rho` printed: 0 where the clip is active.
 """
 from __future__ import annotations
 
 import torch
 
-from ..figures.nb05 import plot_clip_objective
+from ..lessons.nb05 import plot_clip_objective
 from ..ppo import clipped_objective
 from . import new_figure, register
 

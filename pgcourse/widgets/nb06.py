@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..device import torch_threads
-from ..figures import nb06 as F
+from ..lessons import nb06 as lesson
 from ..grpo import group_advantages
 from . import new_figure, register
 
@@ -23,9 +23,9 @@ DRAWS = 2000  # estimates behind each histogram
 @torch_threads(1)
 def kl_widget(distance: float = 1.0, n: int = 4):
     r"""Histograms of 2000 estimates of KL(q‖p) (each the mean over ``n`` samples x ~ q) by k1, k2, k3."""
-    q, p = F.two_categoricals(distance)
-    kl = F.exact_kl(q, p)
-    draws = F.estimator_draws(q, p, n, DRAWS, seed=0)
+    q, p = lesson.two_categoricals(distance)
+    kl = lesson.exact_kl(q, p)
+    draws = lesson.estimator_draws(q, p, n, DRAWS, seed=0)
     fig = new_figure(figsize=(9.5, 3.2))
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [0.6, 1.4]})
     xs = torch.arange(len(q))
@@ -44,7 +44,7 @@ def kl_widget(distance: float = 1.0, n: int = 4):
     for name, v in draws.items():
         mean, std = float(v.mean()), float(v.std())
         counts = torch.histc(v, bins=60, min=lo, max=hi)
-        ax.stairs(counts.tolist(), edges.tolist(), color=F.COLORS[name], lw=1.8,
+        ax.stairs(counts.tolist(), edges.tolist(), color=lesson.COLORS[name], lw=1.8,
                   label=f"{name}: bias {mean - kl:+.4f} ± {std / DRAWS ** 0.5:.4f}, std {std:.4f}")
     ax.axvline(kl, color="k", lw=2, label=f"exact KL = {kl:.4f}")
     ax.set_xlabel(f"estimate of KL (mean of {n} sample{'s' if n > 1 else ''} x ~ q)")

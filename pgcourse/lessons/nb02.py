@@ -103,7 +103,7 @@ def compute(n_batches: int = 2500, seed: int = 0) -> dict[str, dict[str, list[Po
 
 def draw(data: dict[str, dict[str, list[Point]]]):
     """Variance ratio Var(full)/Var(reward-to-go) against the horizon (left) and against γ (right), ± 2 SE."""
-    from ..widgets import new_figure
+    from ..plots import new_figure
 
     fig = new_figure(figsize=(10.5, 4.0))
     axes = fig.subplots(1, 2)

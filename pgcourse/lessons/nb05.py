@@ -242,7 +242,7 @@ def plot_ratio_variance(rv: RatioVariance, ax) -> None:
 
 def ratios_figure(drift: StaleDrift | None = None, rv: RatioVariance | None = None):
     """Key figure: the bias of reused samples (left) and the variance of trajectory ratios (right)."""
-    from ..widgets import new_figure
+    from ..plots import new_figure
     drift = stale_drift() if drift is None else drift
     rv = ratio_variance() if rv is None else rv
     fig = new_figure(figsize=(11, 4.2))
@@ -283,7 +283,7 @@ def plot_clip_objective(axes, clip_eps: float = 0.2, advantage: float = 1.0, lo:
 
 def clip_figure(clip_eps: float = 0.2):
     """Key figure: PPO's clipped objective against the ratio, for A > 0 and A < 0."""
-    from ..widgets import new_figure
+    from ..plots import new_figure
     fig = new_figure(figsize=(9, 3.6))
     plot_clip_objective(fig.subplots(1, 2), clip_eps)
     return fig

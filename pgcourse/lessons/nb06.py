@@ -184,7 +184,7 @@ def plot_kl_moments(axes, distances: Sequence[float] | None = None) -> None:
 
 def kl_figure():
     """The key figure of section 5: bias and std of k1, k2, k3 against how far apart the distributions are."""
-    from ..widgets import new_figure
+    from ..plots import new_figure
     fig = new_figure(figsize=(11, 3.8))
     plot_kl_moments(fig.subplots(1, 2))
     return fig
@@ -210,7 +210,7 @@ def compare_advantages(config: GRPOConfig = COMPARE, methods: Sequence[str] = tu
 
 def comparison_figure(runs: dict[tuple[str, float], GRPOHistory] | None = None):
     """Accuracy against training step for each method; one panel per reward."""
-    from ..widgets import new_figure
+    from ..plots import new_figure
     runs = compare_advantages() if runs is None else runs
     bonuses = sorted({b for _, b in runs})
     fig = new_figure(figsize=(11, 3.8))
@@ -286,7 +286,7 @@ def loss_type_runs(config: GRPOConfig = COMPARE, seed: int = 0,
 
 def loss_types_figure(runs: dict[str, GRPOHistory] | None = None):
     """Accuracy by answer length before and after training with each loss type."""
-    from ..widgets import new_figure
+    from ..plots import new_figure
     runs = loss_type_runs() if runs is None else runs
     first = next(iter(runs.values()))
     lengths = sorted(first.accuracy_by_length[0])

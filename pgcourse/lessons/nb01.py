@@ -16,7 +16,7 @@ import torch
 from ..mdp import TabularMDP, frozen_lake
 from ..plots import estimates_vs_exact
 from ..variance import Row, gradient_samples
-from ..widgets import new_figure
+from ..plots import new_figure
 
 # FrozenLake's actions and a good action in each cell (4x4 map, slippery): the policy of the notebook
 # puts logit 2 on that action, so it takes it with probability e²/(e²+3) ≈ 0.71.

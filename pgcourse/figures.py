@@ -1,6 +1,6 @@
 """``python -m pgcourse figures``: regenerate every figure in ``figures/``, deterministically.
 
-Each module ``pgcourse.figures.nbNN`` defines ``FIGURES = {"NN_name.png": make}`` where
+Each lesson module ``pgcourse.lessons.nbNN`` defines ``FIGURES = {"NN_name.png": make}`` where
 ``make()`` returns a matplotlib Figure built from seeded package code, the same figure its
 notebook shows. PNGs are written without a timestamp or version in their metadata, so the same
 code gives the same bytes.
@@ -13,17 +13,18 @@ import pkgutil
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = ROOT / "figures"
 DPI = 110
 
 
 def registry() -> dict[str, Callable]:
     """Every figure, by file name, in notebook order."""
+    from . import lessons
     out: dict[str, Callable] = {}
-    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    for m in sorted(pkgutil.iter_modules(lessons.__path__), key=lambda m: m.name):
         if m.name.startswith("nb"):
-            figs = importlib.import_module(f"{__name__}.{m.name}").FIGURES
+            figs = getattr(importlib.import_module(f"{lessons.__name__}.{m.name}"), "FIGURES", {})
             for name in figs:
                 if name in out:
                     raise ValueError(f"figure {name!r} is defined twice")

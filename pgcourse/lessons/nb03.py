@@ -194,7 +194,7 @@ def plot_constant_scan(scan: ConstantScan, ax) -> None:
 
 def u_shape_figure(scan: ConstantScan | None = None):
     """The key figure of notebook 03."""
-    from ..widgets import new_figure
+    from ..plots import new_figure
     scan = constant_baseline_scan() if scan is None else scan
     fig = new_figure(figsize=(7, 4.2))
     plot_constant_scan(scan, fig.add_subplot())
@@ -250,7 +250,7 @@ def plot_shrink(sh: Shrink, ax) -> None:
 
 
 def shrink_figure(sh: Shrink):
-    from ..widgets import new_figure
+    from ..plots import new_figure
     fig = new_figure(figsize=(6.5, 3.8))
     plot_shrink(sh, fig.add_subplot())
     return fig

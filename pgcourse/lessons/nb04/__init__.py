@@ -1,0 +1,8 @@
+"""Notebook 04 (value functions and advantage): its MDP and measurements (:mod:`.experiments`) and its
+figures (:mod:`.plots`), one name space: ``from pgcourse.lessons import nb04 as lesson``."""
+from .experiments import *  # noqa: F401,F403
+from .experiments import __doc__ as _experiments_doc
+from .plots import *  # noqa: F401,F403
+from .plots import FIGURES  # noqa: F401
+
+__doc__ = (__doc__ or "") + "\n\n" + (_experiments_doc or "")
