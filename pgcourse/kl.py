@@ -32,6 +32,7 @@ parameters (:math:`\nabla_\theta` = the chain rule through the logits).
 from __future__ import annotations
 
 import math
+from typing import Callable, Union
 
 import torch
 
@@ -87,25 +88,40 @@ def kl_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, direction: str =
     return p * (lp - lr - (p * (lp - lr)).sum(-1, keepdim=True))
 
 
-def _per_sample(lp: torch.Tensor, lr: torch.Tensor, treatment: str) -> torch.Tensor:
+Treatment = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+
+def _treatment(treatment) -> Treatment:
+    """A treatment's name, or a callable ``penalty(logp, ref_logp)``: a per-token penalty put in the loss."""
+    return treatment if callable(treatment) else one_of(treatment, "treatment", ALL_TREATMENTS)
+
+
+def _per_sample(lp: torch.Tensor, lr: torch.Tensor, treatment) -> torch.Tensor:
     r"""The surrogate whose gradient is one sample's contribution, at the log-probs ``lp`` of the samples.
 
     With :math:`\log r = \log\pi_{\text{ref}} - \log\pi`: k1 = :math:`-\log r`, k2 = :math:`\tfrac12(\log r)^2`,
     k3 = :math:`r - 1 - \log r` (the estimators of :mod:`pgcourse.grpo`, here without their input checks)."""
+    if callable(treatment):
+        out = treatment(lp, lr)
+        if not isinstance(out, torch.Tensor) or out.shape != lp.shape:
+            raise ValueError(f"the penalty must return a tensor shaped like logp {tuple(lp.shape)}, one value per "
+                             f"token, got {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        return out
     log_r = lr - lp
     k = {"k1": -log_r, "k2": 0.5 * log_r ** 2, "k3": _k3(log_r)}[treatment[:2]]
     return k.detach() * lp if treatment.endswith("_reward") else k
 
 
-def expected_surrogate(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: str) -> torch.Tensor:
+def expected_surrogate(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: Treatment) -> torch.Tensor:
     r"""A tensor shaped (...) whose gradient (with respect to ``logits`` and whatever they came from) is the
     treatment's exact expected gradient, :math:`\sum_x \operatorname{sg}(\pi(x))\,\nabla\ell(x)` with
-    :math:`\ell(x)` the treatment's per-sample surrogate (``"reverse_kl"``: the exact KL itself).
+    :math:`\ell(x)` the treatment's per-sample surrogate (``"reverse_kl"``: the exact KL itself). A callable
+    ``penalty(logp, ref_logp)`` is a per-token penalty put in the loss, differentiated with the samples fixed.
 
     Only its gradient means something; its value is not a KL. ``ref_logits`` is treated as a constant.
     """
     logits, ref_logits = _pair(logits, ref_logits)
-    treatment = one_of(treatment, "treatment", ALL_TREATMENTS)
+    treatment = _treatment(treatment)
     return _surrogate(logits, torch.log_softmax(ref_logits.detach(), -1), treatment)
 
 
@@ -123,20 +139,20 @@ def _grad(z: torch.Tensor, lr: torch.Tensor, treatment: str) -> torch.Tensor:
     return grad
 
 
-def expected_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: str) -> torch.Tensor:
+def expected_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: Treatment) -> torch.Tensor:
     """The treatment's exact expected gradient in the logits, shaped like ``logits`` (autograd of
     :func:`expected_surrogate`; the caller's graph is left alone)."""
     logits, ref_logits = _pair(logits, ref_logits)
-    treatment = one_of(treatment, "treatment", ALL_TREATMENTS)
+    treatment = _treatment(treatment)
     return _grad(logits, torch.log_softmax(ref_logits.detach(), -1), treatment)
 
 
-def sample_gradients(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: str, n: int,
+def sample_gradients(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: Treatment, n: int,
                      seed: int | torch.Generator = 0) -> torch.Tensor:
     r"""``n`` single-sample gradient estimates, shaped (n, ..., K): draw :math:`x\sim\pi` and differentiate the
     treatment's per-sample surrogate :math:`\ell(x)`. Their mean tends to :func:`expected_gradient`."""
     logits, ref_logits = _pair(logits, ref_logits)
-    treatment = one_of(treatment, "treatment", ALL_TREATMENTS)
+    treatment = _treatment(treatment)
     if treatment == "reverse_kl":
         raise ValueError("treatment 'reverse_kl' is exact: it has no samples (use expected_gradient)")
     n = positive_int(n, "n")
@@ -247,7 +263,7 @@ def ascend(reward: torch.Tensor, ref_logits: torch.Tensor, beta: float, treatmen
     steps = positive_int(steps, "steps")
     lr = positive_float(lr, "lr")
     if treatment is not None:
-        treatment = one_of(treatment, "treatment", ALL_TREATMENTS)
+        treatment = _treatment(treatment)
     z = (ref_logits if logits is None else _pair(logits, ref_logits)[0]).detach().clone()
     log_ref = torch.log_softmax(ref_logits.detach(), -1)
     for _ in range(steps):

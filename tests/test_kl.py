@@ -200,3 +200,15 @@ def test_no_kl_ascends_towards_the_best_outcome():
 def test_bad_input_optimum(call, exc, words):
     with pytest.raises(exc, match=words):
         call()
+
+
+def test_a_callable_penalty_is_a_treatment_in_the_loss():
+    z, r = pair((3, 6), 11)
+    k2 = lambda logp, ref_logp: 0.5 * (logp - ref_logp) ** 2
+    k3 = lambda logp, ref_logp: torch.exp(ref_logp - logp) - (ref_logp - logp) - 1
+    torch.testing.assert_close(kl.expected_gradient(z, r, k2), kl.kl_gradient(z, r, "reverse"), rtol=0, atol=1e-13)
+    torch.testing.assert_close(kl.expected_gradient(z, r, k3), kl.kl_gradient(z, r, "forward"), rtol=0, atol=1e-13)
+    zs = kl.monte_carlo_z(z, r, k3, n=5000, seed=2)
+    assert float(zs.abs().max()) < 5.0
+    with pytest.raises(ValueError, match="shaped like logp"):
+        kl.expected_gradient(z, r, lambda logp, ref_logp: (logp - ref_logp).sum())
