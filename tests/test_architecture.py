@@ -18,7 +18,7 @@ MAX_LINES = 400
 
 LEVELS = {
     # floor 1: the math
-    "__init__": 1.0, "returns": 1.0, "mdp": 1.0, "policies": 1.0, "device": 1.0, "validate": 1.0,
+    "__init__": 1.0, "stats": 1.0, "returns": 1.0, "mdp": 1.0, "policies": 1.0, "device": 1.0, "validate": 1.0,
     # floor 2: the methods
     "estimators": 2.0, "baselines": 2.0, "variance": 2.0, "rollout": 2.0, "train": 2.0, "ppo": 2.0,
     "grpo": 2.0, "tinylm": 2.0, "tokenizer": 2.0, "digitsort": 2.0, "kl": 2.0, "lm": 2.0, "tasks": 2.0, "transformer": 2.0,
