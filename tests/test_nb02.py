@@ -106,7 +106,7 @@ def test_not_attempted(name, capsys):
 
 
 def test_cases_cover_episode_boundaries_and_batches():
-    cases = exercises()["02.reward_to_go_vectorized"].make_cases()
+    cases = exercises()["02.reward_to_go_vectorized"].cases()
     dones = [c.args[2] for c in cases]
     assert any(int(d.sum()) >= 2 and d.dim() == 1 for d in dones)       # several episodes in one row
     assert any(bool(d[..., -1].all()) for d in dones)                    # done at the last step

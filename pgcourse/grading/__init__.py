@@ -1,19 +1,30 @@
-"""Exercise checks for the notebooks.
+"""Exercise checks for the notebooks: cases, points, partial credit, held-out cases.
 
 Each notebook's exercises are registered in a module ``pgcourse.grading.nbNN`` with the
-:func:`exercise` decorator: a function returning the test :class:`Case` s (inputs and the
-expected output, computed by the package's reference code). A check cell calls
-``check("name", learner_function)``:
+:func:`exercise` decorator on a function ``make_cases(gen)`` returning the test :class:`Case` s
+(inputs and the expected output, computed by the package's reference code). Every random input is
+drawn from ``gen``: a learner's check runs the cases of the public seed (:data:`PUBLIC_SEED`); the
+grader also runs the maker with a seed only it holds, so an answer that hard-codes the visible
+cases fails the held-out ones. Each exercise has ``points`` and a ``kind`` (transcribe, measure,
+predict, debug, build); each case has a ``weight``, and a learner earns
+``points × (weight of the cases passed) / (total weight)``.
 
-* every case passes: prints one line, ``✓ name: all N cases pass``;
-* the learner has not attempted it (``NotImplementedError``): prints a line saying so and that
-  the cells below use the reference, so Run All goes on;
-* a case fails: raises :class:`ExerciseFailed` with the first failing case (input, expected, got).
+A check cell calls ``check("name", learner_function)``:
+
+* every case passes: prints one line, ``✓ name: 7/7 cases, 3/3 points``;
+* the learner has not attempted it (``NotImplementedError`` on the first case): prints a line saying
+  so and that the cells below use the reference, so Run All goes on;
+* a case fails: raises :class:`ExerciseFailed`; its message starts with
+  ``✗ name: 5/7 cases, 2.1/3 points`` and shows the first failing case (input, expected, got).
+
+:func:`evaluate` runs the same cases without printing and returns an :class:`Outcome`; the grader
+builds on it.
 """
 from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import math
 import pkgutil
 from dataclasses import dataclass, field
@@ -21,7 +32,11 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["Case", "ExerciseFailed", "check", "exercise", "exercises"]
+__all__ = ["Case", "ExerciseFailed", "KINDS", "Outcome", "PUBLIC_SEED", "check", "derive", "evaluate", "exercise", "exercises",
+           "passed", "yours_or_reference"]
+
+PUBLIC_SEED = 0
+KINDS = ("transcribe", "measure", "predict", "debug", "build")
 
 
 class ExerciseFailed(AssertionError):
@@ -36,31 +51,53 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     expected: Any = None
     note: str = ""
+    weight: float = 1.0
 
 
 @dataclass
 class Exercise:
     name: str
-    make_cases: Callable[[], list[Case]]
+    make_cases: Callable[..., list[Case]]
     atol: float
     rtol: float
     compare: Callable[[Any, Any], str | None] | None
+    points: float = 1.0
+    kind: str = "transcribe"
+
+    def cases(self, seed: int | None = None) -> list[Case]:
+        """The cases drawn with ``seed`` (default: the public seed every learner sees)."""
+        gen = torch.Generator().manual_seed(PUBLIC_SEED if seed is None else int(seed))
+        takes_gen = bool(inspect.signature(self.make_cases).parameters)
+        cases = self.make_cases(gen) if takes_gen else self.make_cases()
+        if not cases:
+            raise ValueError(f"exercise {self.name!r} has no cases")
+        return cases
 
 
 _REGISTRY: dict[str, Exercise] = {}
 
 
-def exercise(name: str, *, atol: float = 1e-5, rtol: float = 1e-4,
-             compare: Callable[[Any, Any], str | None] | None = None):
-    """Register ``make_cases`` (a function returning a list of :class:`Case`) as exercise ``name``.
+def derive(gen: torch.Generator, k: int) -> torch.Generator:
+    """The k-th independent stream of a case list, derived from ``gen``'s seed (the public one or a held-out one)."""
+    return torch.Generator().manual_seed((gen.initial_seed() * 1_000_003 + 7919 * int(k)) % (2 ** 63))
 
-    ``compare(got, expected)`` may replace the default comparison; it returns None when they
-    agree, else a short reason.
+
+def exercise(name: str, *, points: float = 1.0, kind: str = "transcribe", atol: float = 1e-5, rtol: float = 1e-4,
+             compare: Callable[[Any, Any], str | None] | None = None):
+    """Register ``make_cases(gen)`` (returning a list of :class:`Case`) as exercise ``name``.
+
+    ``points`` is what the exercise is worth, ``kind`` one of :data:`KINDS`. ``compare(got, expected)``
+    may replace the default comparison; it returns None when they agree, else a short reason.
     """
-    def deco(make_cases: Callable[[], list[Case]]):
+    if not (isinstance(points, (int, float)) and points > 0):
+        raise ValueError(f"points must be a positive number, got {points!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def deco(make_cases: Callable[..., list[Case]]):
         if name in _REGISTRY:
             raise ValueError(f"exercise {name!r} is registered twice")
-        _REGISTRY[name] = Exercise(name, make_cases, atol, rtol, compare)
+        _REGISTRY[name] = Exercise(name, make_cases, atol, rtol, compare, float(points), kind)
         return make_cases
     return deco
 
@@ -120,31 +157,132 @@ def differ(got: Any, expected: Any, atol: float = 1e-5, rtol: float = 1e-4) -> s
     return None if got == expected else "values differ"
 
 
-def check(name: str, fn: Callable[..., Any]) -> bool:
-    """Run exercise ``name``'s cases on the learner's ``fn``; print one line, or raise on the first failure."""
+def fmt_points(x: float) -> str:
+    """Points as a learner reads them: 3, 2.5, 2.14."""
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+@dataclass
+class Outcome:
+    """What a learner's function did on an exercise's cases."""
+
+    name: str
+    attempted: bool
+    n_cases: int
+    n_passed: int = 0
+    weight_passed: float = 0.0
+    weight_total: float = 0.0
+    max_points: float = 1.0
+    failure: str | None = None          # the first failing case, as the learner reads it
+    failed_cases: list[int] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.attempted and self.n_passed == self.n_cases
+
+    @property
+    def points(self) -> float:
+        if not self.attempted or self.weight_total <= 0:
+            return 0.0
+        return self.max_points * self.weight_passed / self.weight_total
+
+    @property
+    def score_line(self) -> str:
+        return (f"{self.n_passed}/{self.n_cases} cases, "
+                f"{fmt_points(self.points)}/{fmt_points(self.max_points)} points")
+
+
+def _lookup(name: str) -> Exercise:
     table = exercises()
     if name not in table:
         raise KeyError(f"no exercise named {name!r}; known: {sorted(table)}")
-    ex = table[name]
-    cases = ex.make_cases()
-    for i, case in enumerate(cases, 1):
-        args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
-        try:
-            got = fn(*args, **kwargs)
-        except NotImplementedError:
-            print(f"○ {name}: not attempted yet (the cells below use pgcourse's reference solution)")
-            return False
-        except Exception as err:  # the learner's code raised: show the case
-            raise ExerciseFailed(_message(name, i, len(cases), case, "raised " + f"{type(err).__name__}: {err}")) from err
+    return table[name]
+
+
+def run_case(ex: Exercise, fn: Callable[..., Any], case: Case) -> tuple[str | None, str]:
+    """Run one case on ``fn`` (on copies of its inputs): ``(None, "")`` when it passes, else ``(why, got)``.
+
+    ``NotImplementedError`` propagates (the caller decides whether that means "not attempted").
+    """
+    args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
+    try:
+        got = fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except Exception as err:  # the learner's code raised: that case fails
+        return "raised " + f"{type(err).__name__}: {err}", "raised " + f"{type(err).__name__}: {err}"
+    try:
         why = ex.compare(got, case.expected) if ex.compare else differ(got, case.expected, ex.atol, ex.rtol)
-        if why:
-            raise ExerciseFailed(_message(name, i, len(cases), case, _show(got), why))
-    print(f"✓ {name}: all {len(cases)} cases pass")
-    return True
+    except Exception as err:
+        why = f"could not compare the result ({type(err).__name__}: {err})"
+    return (why, _show(got)) if why else (None, "")
+
+
+def evaluate(name: str, fn: Callable[..., Any], seed: int | None = None,
+             cases: list[Case] | None = None) -> Outcome:
+    """Run every case of exercise ``name`` (drawn with ``seed``, or the given ``cases``) on ``fn``; never prints.
+
+    Not attempted: ``fn`` raises ``NotImplementedError`` on the first case. A case whose call raises
+    anything else, or whose result differs, fails; the others still count (partial credit).
+    """
+    ex = _lookup(name)
+    cases = ex.cases(seed) if cases is None else cases
+    out = Outcome(name, True, len(cases), weight_total=float(sum(c.weight for c in cases)), max_points=ex.points)
+    for i, case in enumerate(cases, 1):
+        try:
+            why, got = run_case(ex, fn, case)
+        except NotImplementedError as err:
+            if i == 1:
+                out.attempted = False
+                return out
+            why = got = f"raised NotImplementedError: {err}"
+        if why is None:
+            out.n_passed += 1
+            out.weight_passed += case.weight
+        else:
+            out.failed_cases.append(i)
+            if out.failure is None:
+                out.failure = _message(name, i, len(cases), case, got, why)
+    return out
+
+
+_LAST: dict[str, bool] = {}
+
+
+def check(name: str, fn: Callable[..., Any]) -> None:
+    """Run exercise ``name``'s cases on the learner's ``fn``: print one line, or raise on a failure.
+
+    Prints ``✓ name: N/N cases, P/P points`` when every case passes, ``○ name: not attempted …`` when
+    ``fn`` raises NotImplementedError; otherwise raises :class:`ExerciseFailed` with the cases and
+    points earned and the first failing case (input, expected, got).
+    """
+    out = evaluate(name, fn)
+    _LAST[name] = out.passed
+    if not out.attempted:
+        print(f"○ {name}: not attempted yet (the cells below use pgcourse's reference solution)")
+        return None
+    if out.passed:
+        print(f"✓ {name}: {out.score_line}")
+        return None
+    raise ExerciseFailed(f"✗ {name}: {out.score_line}. {out.failure}")
+
+
+def passed(name: str) -> bool:
+    """Whether the learner's last ``check(name, ...)`` in this session passed every case."""
+    return _LAST.get(name, False)
+
+
+def yours_or_reference(name: str, yours: Callable, reference: Callable) -> Callable:
+    """The learner's function if its check passed, else the reference; prints which, in one line."""
+    if passed(name):
+        print(f"using your {getattr(yours, '__name__', name)} (its check {name} passed)")
+        return yours
+    print(f"using pgcourse's reference for {name} (your version has not passed its check yet)")
+    return reference
 
 
 def _message(name: str, i: int, n: int, case: Case, got: str, why: str = "") -> str:
     call = ", ".join([_show(a) for a in case.args] + [f"{k}={_show(v)}" for k, v in case.kwargs.items()])
-    lines = [f"{name}: case {i} of {n} fails" + (f" ({case.note})" if case.note else "") + (f": {why}" if why else ""),
+    lines = [f"Case {i} of {n} fails" + (f" ({case.note})" if case.note else "") + (f": {why}" if why else ""),
              f"  input:    ({call})", f"  expected: {_show(case.expected)}", f"  got:      {got}"]
     return "\n".join(lines)

@@ -14,24 +14,22 @@ import torch
 from ..estimators import pg_loss
 from ..policies import softmax_score
 from ..returns import discounted_return
-from . import Case, exercise
+from . import Case, derive, exercise
 from .losses import LossAndGrad, compare_loss_and_grad, expected_loss_and_grad
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ---- 01.discounted_return ----------------------------------------------------------------------
 
 @exercise("01.discounted_return")
-def discounted_return_cases() -> list[Case]:
+def discounted_return_cases(gen: torch.Generator) -> list[Case]:
     """R(τ) = Σ_k γ^k r_k of each step's whole episode, with several episodes per row."""
     def case(rewards, gamma, dones=None, note=""):
         kwargs = {"gamma": gamma, "dones": dones}
         return Case((rewards,), kwargs, discounted_return(rewards, gamma, dones), note)
 
-    g = _gen(1)
+    g = derive(gen, 1)
     r_batch = torch.randn(4, 12, generator=g)
     d_batch = torch.rand(4, 12, generator=g) < 0.25
     r3 = torch.randint(0, 3, (2, 3, 6), generator=g).float()
@@ -58,14 +56,14 @@ def compare_surrogate(got: Any, expected: LossAndGrad) -> str | None:
 
 
 @exercise("01.surrogate_loss", compare=compare_surrogate)
-def surrogate_loss_cases() -> list[Case]:
+def surrogate_loss_cases(gen: torch.Generator) -> list[Case]:
     """L = −(1/N) Σ_i Σ_t m_t log π(a_t|s_t) · stopgrad(Ψ_t), compared in value and in d L / d logp."""
     def case(logp, weights, mask=None, note=""):
         logp = logp.detach().requires_grad_(True)
         return Case((logp, weights), {"mask": mask},
                     expected_loss_and_grad(pg_loss, logp, weights, mask, constants={"weights": weights}), note)
 
-    g = _gen(2)
+    g = derive(gen, 2)
     lp = -torch.rand(8, 20, generator=g, dtype=torch.float64) * 2
     w = torch.randn(8, 20, generator=g, dtype=torch.float64) * 10
     lengths = torch.randint(1, 21, (8, 1), generator=g)
@@ -89,12 +87,12 @@ def surrogate_loss_cases() -> list[Case]:
 # ---- 01.softmax_score --------------------------------------------------------------------------
 
 @exercise("01.softmax_score")
-def softmax_score_cases() -> list[Case]:
+def softmax_score_cases(gen: torch.Generator) -> list[Case]:
     """∇_θ log π(a|s) of the tabular softmax: row s is e_a − π(·|s), every other row is 0."""
     def case(logits, state, action, note=""):
         return Case((logits, state, action), {}, softmax_score(logits, state, action), note)
 
-    g = _gen(3)
+    g = derive(gen, 3)
     return [
         case(torch.zeros(2, 2, dtype=torch.float64), 0, 1, "uniform policy: row 0 is (-1/2, 1/2)"),
         case(torch.randn(3, 4, generator=g, dtype=torch.float64), 2, 0, "3 states, 4 actions: rows 0 and 1 are 0"),

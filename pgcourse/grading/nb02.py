@@ -10,7 +10,7 @@ import torch
 
 from ..returns import reward_to_go
 from ..variance import summarize
-from . import Case, exercise
+from . import Case, derive, exercise
 
 
 def variance_ratio_reference(samples_full: torch.Tensor, samples_rtg: torch.Tensor) -> float:
@@ -24,8 +24,8 @@ def _t(values, dtype=torch.float32) -> torch.Tensor:
 
 
 @exercise("02.reward_to_go_loop")
-def _loop_cases() -> list[Case]:
-    gen = torch.Generator().manual_seed(2)
+def _loop_cases(gen: torch.Generator) -> list[Case]:
+    gen = derive(gen, 2)
     rnd = torch.randn(12, generator=gen, dtype=torch.float64)
     cases = [
         (_t([1.0, 1.0, 1.0]), 1.0, "three rewards of 1, γ = 1"),
@@ -39,8 +39,8 @@ def _loop_cases() -> list[Case]:
 
 
 @exercise("02.reward_to_go_vectorized")
-def _vectorized_cases() -> list[Case]:
-    gen = torch.Generator().manual_seed(3)
+def _vectorized_cases(gen: torch.Generator) -> list[Case]:
+    gen = derive(gen, 3)
     B, T = 4, 9
     batch = torch.randn(B, T, generator=gen)
     batch_dones = torch.rand(B, T, generator=gen) < 0.25
@@ -63,8 +63,8 @@ def _vectorized_cases() -> list[Case]:
 
 
 @exercise("02.variance_ratio", rtol=1e-6, atol=0.0)
-def _ratio_cases() -> list[Case]:
-    gen = torch.Generator().manual_seed(4)
+def _ratio_cases(gen: torch.Generator) -> list[Case]:
+    gen = derive(gen, 4)
     a = torch.randn(5, 2, 2, generator=gen, dtype=torch.float64) * 3 + 1
     b = torch.randn(8, 2, 2, generator=gen, dtype=torch.float64)
     c = torch.randn(200, 16, 4, generator=gen, dtype=torch.float64)

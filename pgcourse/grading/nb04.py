@@ -12,15 +12,11 @@ import torch
 from ..lessons.nb04 import bellman_q, lesson_mdp
 from ..mdp import TabularMDP, coin_flips, delayed_reward
 from ..returns import gae
-from . import Case, exercise
+from . import Case, derive, exercise
 
 F, T = False, True
 
 
-def _gen(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
 
 
 # ---- 04.q_from_v ---------------------------------------------------------------------------------------
@@ -39,11 +35,11 @@ def _table_case(R, P, v_next, gamma, note: str) -> Case:
 
 
 @exercise("04.q_from_v")
-def q_from_v_cases() -> list[Case]:
+def q_from_v_cases(gen: torch.Generator) -> list[Case]:
     """Q(s, a) = R(s, a) + γ Σ_s' P(s'|s, a) V_next(s'), shaped (S, A)."""
     P2 = torch.tensor([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.2, 0.8]]], dtype=torch.float64)
     R2 = torch.tensor([[0.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
-    g = _gen(4)
+    g = derive(gen, 4)
     S, A = 5, 3
     P5 = torch.rand(S, A, S, generator=g, dtype=torch.float64)
     P5 /= P5.sum(-1, keepdim=True)
@@ -75,9 +71,9 @@ def _td_case(rewards, values, next_values, terminated, gamma, note: str) -> Case
 
 
 @exercise("04.td_residual")
-def td_residual_cases() -> list[Case]:
+def td_residual_cases(gen: torch.Generator) -> list[Case]:
     """δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)."""
-    g = _gen(5)
+    g = derive(gen, 5)
     r, v, nv = (torch.randn(4, 10, generator=g) for _ in range(3))
     term = torch.rand(4, 10, generator=g) < 0.25
     r3, v3, nv3 = (torch.randn(2, 3, 6, generator=g, dtype=torch.float64) for _ in range(3))
@@ -103,12 +99,12 @@ def _gae_case(rewards, values, next_values, terminated, truncated, gamma, lam, n
 
 
 @exercise("04.gae")
-def gae_cases() -> list[Case]:
+def gae_cases(gen: torch.Generator) -> list[Case]:
     """A_t = δ_t + γλ (1 − done_t) A_{t+1}, done = terminated or truncated; truncation bootstraps, termination not."""
     r = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     v = torch.tensor([[0.5, 1.0, 1.5, 2.0]])
     nv = torch.tensor([[1.0, 10.0, 4.0, 100.0]])
-    g = _gen(6)
+    g = derive(gen, 6)
     rb, vb, nvb = (torch.randn(4, 16, generator=g) for _ in range(3))
     done = torch.rand(4, 16, generator=g) < 0.3
     kind = torch.rand(4, 16, generator=g) < 0.5

@@ -13,12 +13,10 @@ from typing import Any
 import torch
 
 from ..ppo import clip_loss, minibatch_epochs
-from . import Case, exercise
+from . import Case, derive, exercise
 from .losses import LossAndGrad, compare_loss_and_grad, expected_loss_and_grad
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ---- 05.clipped_surrogate ----------------------------------------------------------------------
@@ -33,7 +31,7 @@ def compare_clip(got: Any, expected: LossAndGrad) -> str | None:
 
 
 @exercise("05.clipped_surrogate", compare=compare_clip)
-def clipped_surrogate_cases() -> list[Case]:
+def clipped_surrogate_cases(gen: torch.Generator) -> list[Case]:
     """L = −mean(min(ρA, clip(ρ, 1−ε, 1+ε)A)), ρ = exp(logp − old_logp); compared in value and in dL/dlogp."""
     def case(ratio, adv, clip_eps=0.2, note="", old=None):
         ratio = torch.as_tensor(ratio, dtype=torch.float64)
@@ -42,7 +40,7 @@ def clipped_surrogate_cases() -> list[Case]:
         adv = torch.as_tensor(adv, dtype=torch.float64)
         return Case((logp, old, adv), {"clip_eps": clip_eps}, expected_loss_and_grad(_clip_loss_value, logp, old, adv, clip_eps), note)
 
-    g = _gen(5)
+    g = derive(gen, 5)
     old = -torch.rand(64, generator=g, dtype=torch.float64) * 2 - 0.05
     return [
         case([1.0, 1.0, 1.0], [1.0, -2.0, 0.5], 0.2, "ratios all 1 (first minibatch): the loss is -mean(A)"),
@@ -58,14 +56,14 @@ def clipped_surrogate_cases() -> list[Case]:
 # ---- 05.approx_kl -------------------------------------------------------------------------------
 
 @exercise("05.approx_kl")
-def approx_kl_cases() -> list[Case]:
+def approx_kl_cases(gen: torch.Generator) -> list[Case]:
     """mean((ρ − 1) − log ρ): the k3 estimator of KL(π_old ‖ π_θ) from actions sampled by π_old."""
     def case(logp, old_logp, note=""):
         logp, old_logp = torch.as_tensor(logp, dtype=torch.float64), torch.as_tensor(old_logp, dtype=torch.float64)
         kl = clip_loss(logp, old_logp, torch.ones_like(logp))[1]["approx_kl"]
         return Case((logp, old_logp), {}, float(kl), note)
 
-    g = _gen(6)
+    g = derive(gen, 6)
     x = -torch.rand(8, generator=g, dtype=torch.float64) * 3
     return [
         case([-0.7, -1.2, -0.1], [-0.7, -1.2, -0.1], "the same policy: 0"),
@@ -95,12 +93,12 @@ class FakeStep:
 
 
 @exercise("05.minibatch_epochs")
-def minibatch_epochs_cases() -> list[Case]:
+def minibatch_epochs_cases(gen: torch.Generator) -> list[Case]:
     """The index tensors visited, in order: per epoch a torch.randperm(n, generator=...) split by tensor_split."""
     def case(n, n_epochs, n_minibatches, seed, kl=0.0, target_kl=None, note=""):
-        gen = _gen(seed)
-        expected = minibatch_epochs(FakeStep(kl), n, n_epochs, n_minibatches, copy.deepcopy(gen), target_kl)
-        return Case((FakeStep(kl), n, n_epochs, n_minibatches, gen), {"target_kl": target_kl}, expected, note)
+        g = derive(gen, seed)
+        expected = minibatch_epochs(FakeStep(kl), n, n_epochs, n_minibatches, copy.deepcopy(g), target_kl)
+        return Case((FakeStep(kl), n, n_epochs, n_minibatches, g), {"target_kl": target_kl}, expected, note)
 
     return [
         case(8, 1, 2, 0, note="one epoch of two minibatches of 4"),
