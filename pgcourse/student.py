@@ -2,8 +2,9 @@
 
 In each code cell of ``notebooks/solutions/NN_*.ipynb`` a block between ``### BEGIN SOLUTION``
 and ``### END SOLUTION`` becomes ``raise NotImplementedError(...)`` (same indentation); such
-exercise cells lose their outputs, every other cell keeps its outputs so that a learner sees what
-to expect. The student notebook records a hash of what was written, so a notebook a learner has
+exercise cells and their check cells (a code cell calling ``check("name", fn)``) lose their
+outputs, so no verdict shows before the learner works; every other cell keeps its outputs so that a
+learner sees what to expect. The student notebook records a hash of what was written, so a notebook a learner has
 edited since is never overwritten without ``--force``. ``--check`` only reports drift.
 
 Exercises must be function bodies (the block indented inside a ``def``): then the student's
@@ -30,8 +31,16 @@ _BLOCK = re.compile(r"^([ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re
                     re.S | re.M)
 
 
+_CHECK_CALL = re.compile(r"""(^|\n)\s*check\(\s*["'][^"']+["']\s*,""")
+
+
 def is_exercise(cell) -> bool:
     return cell.cell_type == "code" and BEGIN in cell.source
+
+
+def is_check(cell) -> bool:
+    """A check cell: a code cell that calls ``check("name", fn)`` (or is tagged ``check``)."""
+    return cell.cell_type == "code" and ("check" in cell.metadata.get("tags", []) or bool(_CHECK_CALL.search(cell.source)))
 
 
 def strip_solutions(source: str, where: str = "cell") -> str:
@@ -64,6 +73,8 @@ def make_student(solution, source_name: str = "") -> nbformat.NotebookNode:
             cell.outputs, cell.execution_count = [], None
             if "exercise" not in tags:
                 tags.append("exercise")
+        elif is_check(cell):
+            cell.outputs, cell.execution_count = [], None
         if tags:
             cell.metadata["tags"] = tags
     nb.metadata["pgcourse"] = {"generated_from": f"solutions/{source_name}", "content_hash": _content_hash(nb)}
