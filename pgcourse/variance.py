@@ -164,6 +164,11 @@ class Row:
     mse: float
     mse_se: float
 
+    @property
+    def distance_in_noise(self) -> float:
+        """‖ḡ − g‖ in units of the noise √(tr Σ / n): about 1 for an unbiased Ψ (not 0); ≫ 1 is a bias."""
+        return self.bias / self.bias_se if self.bias_se > 0 else (0.0 if self.bias == 0 else math.inf)
+
 
 def summarize(samples: torch.Tensor, exact: torch.Tensor, name: str = "") -> Row:
     r"""Bias ‖ḡ − g‖, total variance tr Σ, and MSE E‖ĝ − g‖² of ``samples`` (n, ...) against ``exact``.
@@ -199,13 +204,17 @@ class VarianceTable:
                 return r
         raise KeyError(psi)
 
+    NOTE = ("‖ḡ − g‖: distance of the mean estimate from the exact gradient; noise: √(tr Σ / n), what the distance "
+            "is with NO bias\n(so an unbiased Ψ reads ratio ≈ 1, not 0; a ratio well above 1 is a bias); "
+            "variance tr Σ and MSE E‖ĝ − g‖² with ±1 SE")
+
     def __str__(self) -> str:
-        head = f"{'psi':<28}{'bias':>20}{'variance':>24}{'MSE':>24}"
+        head = f"{'psi':<28}{'‖ḡ − g‖':>11}{'noise':>10}{'ratio':>7}{'variance':>24}{'MSE':>24}"
         lines = ([self.title] if self.title else []) + [head, "-" * len(head)]
         for r in self.rows:
-            lines.append(f"{r.psi:<28}{_pm(r.bias, r.bias_se):>20}{_pm(r.variance, r.variance_se):>24}"
-                         f"{_pm(r.mse, r.mse_se):>24}")
-        return "\n".join(lines)
+            lines.append(f"{r.psi:<28}{r.bias:>11.4g}{r.bias_se:>10.2g}{r.distance_in_noise:>7.2f}"
+                         f"{_pm(r.variance, r.variance_se):>24}{_pm(r.mse, r.mse_se):>24}")
+        return "\n".join(lines + [self.NOTE])
 
     __repr__ = __str__
 
