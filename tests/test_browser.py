@@ -4,8 +4,9 @@ One JupyterLab (127.0.0.1, a random token, a temporary copy of ``notebooks/solut
 changes nothing in the repository) and one headless Chromium (Debian's ``chromium``, driven by
 playwright) serve every notebook in turn. For each notebook: clear all outputs, Run → Run All Cells,
 wait until every code cell has run, check that no cell shows an error (the saved notebook has no
-error output, the page no traceback and no widget that failed to display), then press → on the
-first slider of the notebook's variance widget and wait for its plot to change.
+error output, the page no traceback and no widget that failed to display), then press → (or ←) five times on the
+first slider of the notebook's variance widget, each time timing the key press to the new picture loaded
+(by the page's clock), and print the median per notebook (budget 0.30 s; a figure, not an assertion).
 
 Skipped where Chromium or playwright is missing (``.ci/run`` installs Chromium, and sets
 ``PGCOURSE_REQUIRE_BROWSER=1`` where it is there, so that a missing piece fails instead). On failure it saves
@@ -19,6 +20,7 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -141,6 +143,46 @@ def lab_browser(tmp_path_factory):
         lab.close()
 
 
+
+N_MOVES = 5
+LATENCY_BUDGET_S = 0.30
+LATENCIES: dict[str, float] = {}
+
+
+def _src(widget, selector: str) -> str | None:
+    el = widget.query_selector(selector)
+    return el.get_attribute("src") if el else None
+
+
+def _move_and_time(page, widget, handle, readout, selector: str, key: str, old_value: str) -> float:
+    """Press ``key`` on the slider handle; seconds from the key press to the new picture loaded, by the page's clock.
+
+    A listener in the page stamps the keydown (capture phase, before ipywidgets sees it) and the next ``load``
+    of a picture whose source changed; a new readout alone (the slider moved but no new picture) does not count.
+    """
+    page.evaluate(
+        """([w, sel]) => {
+            window.__pg = {press: null, shown: null};
+            const img = w.querySelector(sel);
+            const old = img.src;
+            document.addEventListener('keydown', () => { if (window.__pg.press === null) window.__pg.press = performance.now(); },
+                                      {capture: true, once: true});
+            const done = () => { const i = w.querySelector(sel);
+                                 if (i && i.src !== old && window.__pg.shown === null) window.__pg.shown = performance.now(); };
+            img.addEventListener('load', done);
+            new MutationObserver(() => { const i = w.querySelector(sel);
+                                         if (i && i.src !== old) { if (i.complete) done(); else i.addEventListener('load', done); } })
+                .observe(w, {subtree: true, attributes: true, attributeFilter: ['src'], childList: true});
+        }""", [widget, selector])
+    handle.focus()
+    page.keyboard.press(key)
+    page.wait_for_function("([r, old]) => window.__pg.shown !== null && r.innerText !== old",
+                           arg=[readout, old_value], timeout=WIDGET_TIMEOUT_S * 1000)
+    t = page.evaluate("() => (window.__pg.shown - window.__pg.press) / 1000")
+    time.sleep(0.3)                                     # let the comm settle before the next move
+    return float(t)
+
+
 def _menu(page, menu: str, item: str) -> None:
     page.click(f".lm-MenuBar-itemLabel:text-is('{menu}')")
     page.click(f".lm-Menu-itemLabel:text-is('{item}')")
@@ -220,27 +262,29 @@ def test_notebook_runs_in_jupyterlab_and_its_widget_answers(lab_browser, path):
             page.query_selector("[class*='pgcourse-widget-']")
         assert widget is not None, f"{path.name}: no pgcourse widget on the page (show(...) in a cell)"
         widget.scroll_into_view_if_needed()
-        img = widget.wait_for_selector(".widget-output img", timeout=WIDGET_TIMEOUT_S * 1000)
-        before, stable_since = img.get_attribute("src"), time.time()
+        picture = f"img.pgcourse-picture, .widget-output img"
+        widget.wait_for_selector(picture, timeout=WIDGET_TIMEOUT_S * 1000)
+        before, stable_since = _src(widget, picture), time.time()
         while time.time() - stable_since < 2:             # the first drawing has settled
             time.sleep(0.25)
-            src = widget.query_selector(".widget-output img").get_attribute("src")
+            src = _src(widget, picture)
             if src != before:
                 before, stable_since = src, time.time()
         slider = widget.query_selector(".widget-slider")
         assert slider is not None, f"{path.name}: the widget has no slider"
         handle, readout = slider.query_selector(".noUi-handle"), slider.query_selector(".widget-readout")
-        value = readout.inner_text()
-        key = "ArrowLeft" if handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax") \
-            else "ArrowRight"
-        handle.focus()
-        page.keyboard.press(key)
-        page.wait_for_function(
-            "([w, r, oldSrc, oldValue]) => { const i = w.querySelector('.widget-output img');"
-            " return r.innerText !== oldValue && i && i.src !== oldSrc; }",
-            arg=[widget, readout, before, value], timeout=WIDGET_TIMEOUT_S * 1000)
-        print(f"{path.name}: Run All {run_s:.0f} s, {n_code} code cells; slider {value} -> "
-              f"{readout.inner_text()}, plot redrawn ({time.time() - t0 - run_s:.0f} s for save + slider)")
+        latencies, moves = [], []
+        for k in range(N_MOVES):
+            value = readout.inner_text()
+            key = "ArrowLeft" if handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax") \
+                else "ArrowRight"
+            latencies.append(_move_and_time(page, widget, handle, readout, picture, key, value))
+            moves.append(f"{value}->{readout.inner_text()}")
+        median = statistics.median(latencies)
+        print(f"{path.name}: Run All {run_s:.0f} s, {n_code} code cells; widget latency (key press -> new picture "
+              f"loaded), median of {N_MOVES} moves: {median:.3f} s (budget {LATENCY_BUDGET_S:.2f} s; moves "
+              f"{', '.join(moves)}; each {', '.join(f'{x:.3f}' for x in latencies)} s)")
+        LATENCIES[path.stem] = median
     except Exception:
         page.screenshot(path=str(shot), full_page=False)
         print(f"screenshot: {shot}; JupyterLab log: {lab.log}")

@@ -1,30 +1,21 @@
 """``python -m pgcourse bench widgets``: each widget's redraw time at its default settings.
 
 For every registered widget (:func:`pgcourse.widgets.widgets`) it times ``draw(**defaults)`` (the
-figure) and the full redraw a learner waits for: the draw plus rendering the figure to PNG bytes as
-the notebook's inline backend does (``bbox_inches="tight"``), at the default settings and with the
+figure) and the full redraw a learner waits for: the draw plus rendering the figure to the PNG bytes
+:func:`pgcourse.widgets.show` sends to the browser, at the default settings and with the
 first slider moved to values not drawn yet (a widget may cache what it drew). Medians of several
 runs after a first, cold call (which may fill caches, and is printed too). Budget: a redraw within
 250 ms on a 2-core CPU.
 """
 from __future__ import annotations
 
-import io
 import statistics
 import time
 
 BUDGET_MS = 250.0
 
 
-def render_png(fig) -> bytes:
-    """The PNG a notebook shows for ``fig`` (IPython's inline formatter where there is one)."""
-    try:
-        from IPython.core.pylabtools import print_figure
-        return print_figure(fig, "png", bbox_inches="tight", base64=False)
-    except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
+from ..widgets import render_png  # noqa: E402  (what show() sends to the browser)
 
 
 def _ms(fn) -> tuple[float, float, object]:

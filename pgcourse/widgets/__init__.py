@@ -2,12 +2,14 @@
 
 A widget is a pure drawing function ``draw(**params) -> matplotlib.figure.Figure`` plus its
 sliders. Register it with :func:`register` (in a module ``pgcourse.widgets.nbNN``) and show it in
-a notebook with :func:`show` (mark that cell ``# NBVAL_IGNORE_OUTPUT``). The first slider of a
+a notebook with :func:`show` (tag that cell ``nbval-ignore-output``: widget ids change every run). The first slider of a
 notebook's variance widget is what the browser test moves.
 """
 from __future__ import annotations
 
+import html
 import importlib
+import io
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -68,28 +70,62 @@ def _control(param: str, spec):
     raise ValueError(f"slider kind must be int, float, log or choice, got {kind!r}")
 
 
-def show(name: str, **overrides) -> None:
-    """Display widget ``name``: its sliders and a plot redrawn whenever one moves.
+def render_png(fig) -> bytes:
+    """The PNG the widget shows for ``fig``: one Agg render at the figure's own dpi (the figures use a
+    constrained layout, so no second "tight" pass is needed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    return buf.getvalue()
 
-    Redraws run single-threaded: a redraw is many small tensor ops, which a second thread only
-    slows down (and on a busy machine, by a lot). Returns None, so the widget is shown once.
+
+def _error_html(err: Exception) -> str:
+    return (f"<span style='color:#b00020'>could not draw: {html.escape(type(err).__name__)}: "
+            f"{html.escape(str(err))}</span>")
+
+
+def show(name: str, **overrides) -> None:
+    """Display widget ``name``: its sliders and a picture redrawn in place whenever one moves.
+
+    The picture is an ``ipywidgets.Image`` whose PNG bytes are replaced on each move: the browser swaps
+    one image, with no output area to clear and re-render, so a move answers in about the time of the draw.
+    Redraws run single-threaded: a redraw is many small tensor ops, which a second thread only slows down
+    (and on a busy machine, by a lot). A draw that raises shows its message under the picture. Returns None,
+    so the widget is shown once.
     """
     from ..device import torch_threads
 
     import ipywidgets as W
     from IPython.display import display
 
-    w = widgets()[name]
+    table = widgets()
+    if name not in table:
+        raise KeyError(f"no widget named {name!r}; known: {sorted(table)}")
+    w = table[name]
+    unknown = set(overrides) - set(w.sliders)
+    if unknown:
+        raise TypeError(f"widget {name!r} has no slider(s) {sorted(unknown)}; its sliders: {list(w.sliders)}")
     controls = {k: _control(k, spec) for k, spec in w.sliders.items()}
     for k, v in overrides.items():
         controls[k].value = v
+    image = W.Image(format="png")
+    image.add_class("pgcourse-picture")
+    status = W.HTML("")
 
-    def redraw(**params):
-        with torch_threads(1):
-            fig = w.draw(**params)
-        display(fig)
+    def redraw(*_):
+        params = {k: c.value for k, c in controls.items()}
+        try:
+            with torch_threads(1):
+                png = render_png(w.draw(**params))
+        except Exception as err:      # shown to the learner under the picture, not swallowed
+            status.value = _error_html(err)
+            return
+        image.value = png
+        status.value = ""
 
-    ui = W.interactive(redraw, **controls)
+    for c in controls.values():
+        c.observe(redraw, names="value")
+    redraw()
+    ui = W.VBox([*controls.values(), image, status])
     ui.add_class(f"pgcourse-widget-{name.replace('.', '-')}")
     display(ui)
 
