@@ -1,17 +1,16 @@
 r"""A toy task with a verifiable answer, for language-model post-training: sort a string of digits.
 
-A prompt is a digit string followed by ``=``, e.g. ``3142=``; the correct completion is the same
-digits in ascending order followed by the end-of-sequence token, ``1234.``. The reward is a
-verifier, not a learned model:
+A prompt is BOS, a digit string and ``=``, e.g. ``^3142=``; the correct completion is the same digits
+in ascending order followed by the end-of-sequence token, ``1234.``. The reward is a verifier,
+not a learned model:
 
 .. math:: r(x, y) = [\,y = \mathrm{sort}(x)\ \text{followed by EOS}\,] \in \{0, 1\}.
 
-Answers are as long as their prompts (``min_len`` to ``max_len`` digits), so long and short
-answers can be told apart (notebook 6 measures what the GRPO loss types do to each).
-
-Tokens: digits 0–9 are ids 0–9, ``=`` is 10, EOS (shown ``.``) is 11, PAD (shown ``_``) is 12.
-Prompts are left-padded to ``max_len + 1`` tokens; completions have ``max_len + 1`` slots (the
-answer, EOS, then PAD).
+Answers are as long as their prompts (``min_len`` to ``max_len`` digits), and a completion has
+``extra`` more slots than the longest answer needs: a wrong answer can drop digits, repeat them or
+stop at once (the empty answer ``.``), so its length can shrink or grow — what the GRPO loss types
+are sensitive to. Tokens come from a :class:`pgcourse.tokenizer.CharTokenizer` over ``0123456789=``.
+Prompts are left-padded with PAD to ``prompt_len`` tokens; completions have ``completion_len`` slots.
 """
 from __future__ import annotations
 
@@ -20,75 +19,101 @@ from typing import Sequence
 import torch
 
 from .device import generator as make_generator
+from .tokenizer import CharTokenizer
 from .validate import as_tensor, positive_int
 
-SEP, EOS, PAD = 10, 11, 12
-VOCAB_SIZE = 13
-_CHARS = "0123456789=._"
+TOKENIZER = CharTokenizer("0123456789=")
+PAD, BOS, EOS = TOKENIZER.pad, TOKENIZER.bos, TOKENIZER.eos
+DIGIT0 = TOKENIZER.encode("0")[0]           # digit d has id DIGIT0 + d
+SEP = TOKENIZER.encode("=")[0]
 
 
 class DigitSort:
-    """Sort ``min_len`` to ``max_len`` random digits (each length equally likely)."""
+    """Sort ``min_len`` to ``max_len`` random digits (each length equally likely); ``extra`` spare slots."""
 
-    vocab_size = VOCAB_SIZE
-    sep, eos, pad = SEP, EOS, PAD
+    tokenizer = TOKENIZER
+    vocab_size = TOKENIZER.vocab_size
+    pad, bos, eos, sep = PAD, BOS, EOS, SEP
 
-    def __init__(self, min_len: int = 1, max_len: int = 5):
+    def __init__(self, min_len: int = 1, max_len: int = 5, extra: int = 3):
         self.min_len = positive_int(min_len, "min_len")
         self.max_len = positive_int(max_len, "max_len")
         if self.max_len < self.min_len:
             raise ValueError(f"max_len ({max_len}) must be at least min_len ({min_len})")
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"extra must be a non-negative int, got {extra!r}")
+        self.extra = extra
 
     def __repr__(self) -> str:
-        return f"DigitSort(min_len={self.min_len}, max_len={self.max_len})"
+        return f"DigitSort(min_len={self.min_len}, max_len={self.max_len}, extra={self.extra})"
 
     @property
     def prompt_len(self) -> int:
-        """Tokens in a (padded) prompt: the digits and ``=``."""
-        return self.max_len + 1
+        """Tokens in a (padded) prompt: BOS, the digits and ``=``."""
+        return self.max_len + 2
 
     @property
     def completion_len(self) -> int:
-        """Slots for a completion: the longest answer and EOS."""
-        return self.max_len + 1
+        """Slots for a completion: the longest answer, EOS, and ``extra`` spare slots."""
+        return self.max_len + 1 + self.extra
 
     def sample_prompts(self, n: int, seed: int | torch.Generator = 0, device: torch.device | str = "cpu") -> torch.Tensor:
         """``n`` random prompts, shaped (n, prompt_len), left-padded with PAD."""
         n = positive_int(n, "n")
         g = make_generator(seed, device)
         lengths = torch.randint(self.min_len, self.max_len + 1, (n,), generator=g, device=g.device)
-        digits = torch.randint(0, 10, (n, self.max_len), generator=g, device=g.device)
-        # digit slot j (of max_len) is used when j >= max_len - length (left padding)
-        used = torch.arange(self.max_len, device=g.device) >= (self.max_len - lengths)[:, None]
-        body = torch.where(used, digits, torch.full_like(digits, PAD))
+        digits = DIGIT0 + torch.randint(0, 10, (n, self.max_len), generator=g, device=g.device)
+        # slot j of the max_len + 1 before '=' holds BOS at j = max_len - length, digits after it, PAD before
+        j = torch.arange(self.max_len + 1, device=g.device)[None, :]
+        first = (self.max_len - lengths)[:, None]
+        body = torch.cat([torch.full((n, 1), PAD, device=g.device, dtype=digits.dtype), digits], 1)
+        body = torch.where(j > first, body, torch.where(j == first, BOS, PAD))
         sep = torch.full((n, 1), SEP, dtype=body.dtype, device=body.device)
         return torch.cat([body, sep], dim=1).to(device)
 
     def _check_prompts(self, prompts) -> torch.Tensor:
         prompts = as_tensor(prompts, "prompts")
-        if prompts.dtype in (torch.bool,) or torch.is_floating_point(prompts) or torch.is_complex(prompts):
+        if prompts.dtype == torch.bool or torch.is_floating_point(prompts) or torch.is_complex(prompts):
             raise TypeError(f"prompts must be an integer tensor of token ids, got dtype {prompts.dtype}")
         if prompts.dim() != 2 or prompts.shape[1] != self.prompt_len or prompts.shape[0] == 0:
             raise ValueError(f"prompts must be shaped (n, {self.prompt_len}) with n ≥ 1, got {tuple(prompts.shape)}")
         body = prompts[:, :-1]
-        if not bool((prompts[:, -1] == SEP).all()) or not bool(((body >= 0) & (body <= 9) | (body == PAD)).all()):
-            raise ValueError("prompts must be digits (left-padded with PAD) followed by '='")
-        return prompts
+        is_digit = (body >= DIGIT0) & (body < DIGIT0 + 10)
+        ok = (prompts[:, -1] == SEP) & ((body == BOS).sum(1) == 1) & (is_digit | (body == BOS) | (body == PAD)).all(1)
+        # PAD only before BOS, digits only after it
+        before_bos = torch.cumsum((body == BOS).long(), 1) == 0
+        ok &= ((body == PAD) == before_bos).all(1)
+        if not bool(ok.all()):
+            raise ValueError("prompts must be PAD…, BOS, digits, '=' (as sample_prompts or encode make them)")
+        return prompts.long()
 
     def lengths(self, prompts: torch.Tensor) -> torch.Tensor:
         """The number of digits in each prompt (= the length of its answer, EOS not counted)."""
         prompts = self._check_prompts(prompts)
-        return (prompts[:, :-1] != PAD).sum(1)
+        body = prompts[:, :-1]
+        return ((body >= DIGIT0) & (body < DIGIT0 + 10)).sum(1)
 
     def answers(self, prompts: torch.Tensor) -> torch.Tensor:
         """The correct completions, shaped (n, completion_len): sorted digits, EOS, then PAD."""
         prompts = self._check_prompts(prompts)
         body = prompts[:, :-1]
-        ordered = torch.sort(torch.where(body == PAD, torch.full_like(body, 99), body), dim=1).values
-        n_digits = (body != PAD).sum(1, keepdim=True)
+        big = DIGIT0 + 99
+        is_digit = (body >= DIGIT0) & (body < DIGIT0 + 10)
+        ordered = torch.sort(torch.where(is_digit, body, torch.full_like(body, big)), dim=1).values
+        n_digits = is_digit.sum(1, keepdim=True)
         pos = torch.arange(self.completion_len, device=prompts.device)
-        padded = torch.cat([ordered, torch.full_like(ordered[:, :1], 99)], dim=1)
-        return torch.where(pos < n_digits, padded, torch.where(pos == n_digits, EOS, PAD)).to(prompts.dtype)
+        width = self.completion_len - ordered.shape[1]
+        padded = torch.cat([ordered, torch.full_like(ordered[:, :1], big).expand(-1, width)], dim=1)
+        return torch.where(pos < n_digits, padded, torch.where(pos == n_digits, EOS, PAD))
+
+    def _check_completions(self, completions, n: int | None = None) -> torch.Tensor:
+        completions = as_tensor(completions, "completions")
+        if completions.dtype == torch.bool or torch.is_floating_point(completions) or torch.is_complex(completions):
+            raise TypeError(f"completions must be an integer tensor of token ids, got dtype {completions.dtype}")
+        if completions.dim() != 2 or completions.shape[1] != self.completion_len or (n is not None and completions.shape[0] != n):
+            want = f"({'n' if n is None else n}, {self.completion_len})"
+            raise ValueError(f"completions must be shaped {want}, got {tuple(completions.shape)}")
+        return completions.long()
 
     def reward(self, prompts: torch.Tensor, completions: torch.Tensor) -> torch.Tensor:
         r"""The verifier: 1.0 where the completion up to its first EOS is the sorted prompt, else 0.0.
@@ -96,19 +121,25 @@ class DigitSort:
         Tokens after the first EOS are ignored; a completion with no EOS (truncated) scores 0.
         """
         answers = self.answers(prompts)
-        completions = as_tensor(completions, "completions")
-        if completions.shape != answers.shape:
-            raise ValueError(f"completions must be shaped {tuple(answers.shape)}, got {tuple(completions.shape)}")
+        completions = self._check_completions(completions, answers.shape[0]).to(answers.device)
         is_eos = (completions == EOS).long()
         after = (torch.cumsum(is_eos, 1) - is_eos) > 0
-        cleaned = torch.where(after, torch.full_like(completions, PAD), completions.to(answers.dtype))
+        cleaned = torch.where(after, torch.full_like(completions, PAD), completions)
         return (cleaned == answers).all(1).to(torch.float32)
 
-    @staticmethod
-    def stops(completions: torch.Tensor) -> torch.Tensor:
-        """1.0 where a completion ends with EOS within its slots (a format reward), else 0.0."""
-        completions = as_tensor(completions, "completions")
-        return (completions == EOS).any(dim=-1).to(torch.float32)
+    def well_formed(self, completions: torch.Tensor) -> torch.Tensor:
+        """1.0 where a completion is digits then EOS (a format reward), else 0.0. The empty answer
+        ``.`` (EOS at once) is well formed: a format bonus alone can be won without sorting anything."""
+        completions = self._check_completions(completions)
+        is_eos = completions == EOS
+        before = torch.cumsum(is_eos.long(), 1) == 0
+        is_digit = (completions >= DIGIT0) & (completions < DIGIT0 + 10)
+        return (is_eos.any(1) & (is_digit | ~before).all(1)).to(torch.float32)
+
+    def answer_lengths(self, completions: torch.Tensor) -> torch.Tensor:
+        """Tokens before the first EOS (all slots if none): the answer's length, EOS not counted."""
+        completions = self._check_completions(completions)
+        return (torch.cumsum((completions == EOS).long(), 1) == 0).sum(1)
 
     def encode(self, strings: Sequence[str]) -> torch.Tensor:
         """Prompts from digit strings, e.g. ``["3142", "7"]`` (an optional trailing ``=`` is dropped)."""
@@ -116,23 +147,14 @@ class DigitSort:
             strings = [strings]
         rows = []
         for s in strings:
-            s = s.rstrip("=")
+            if not isinstance(s, str):
+                raise TypeError(f"strings must be strings of digits, got {type(s).__name__}")
+            s = s[:-1] if s.endswith("=") else s
             if not s.isdigit() or not self.min_len <= len(s) <= self.max_len:
                 raise ValueError(f"strings must hold {self.min_len} to {self.max_len} digits each, got {s!r}")
-            rows.append([PAD] * (self.max_len - len(s)) + [int(c) for c in s] + [SEP])
+            rows.append([PAD] * (self.max_len - len(s)) + [BOS] + TOKENIZER.encode(s) + [SEP])
         return torch.tensor(rows, dtype=torch.long)
 
-    @staticmethod
-    def decode(tokens: torch.Tensor, strip: bool = True) -> list[str]:
-        """Strings from token rows: digits, ``=``, ``.`` for EOS; with ``strip`` PAD and what follows EOS go."""
-        tokens = as_tensor(tokens, "tokens")
-        if tokens.dim() == 1:
-            tokens = tokens[None]
-        out = []
-        for row in tokens.tolist():
-            s = "".join(_CHARS[t] if 0 <= t < len(_CHARS) else "?" for t in row)
-            if strip:
-                s = s.replace("_", "")
-                s = s[: s.index(".") + 1] if "." in s else s
-            out.append(s)
-        return out
+    def decode(self, tokens: torch.Tensor, strip: bool = True) -> list[str]:
+        """Strings from token rows: digits, ``=``, ``.`` for EOS; with ``strip`` PAD, BOS and what follows EOS go."""
+        return TOKENIZER.decode_batch(tokens, strip)

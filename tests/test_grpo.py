@@ -1,18 +1,11 @@
-import json
+"""GRPO's formulas (pgcourse.grpo.loss) against hand computations; the training loop is in test_grpo_train.py."""
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from pgcourse.digitsort import DigitSort
-from pgcourse.grpo import (GRPOConfig, aggregate_tokens, evaluate, group_advantages, grpo_loss, kl_estimators,
-                           kl_k1, kl_k2, kl_k3, train)
-from pgcourse.tinylm import TinyLM, sample, supervised_finetune
-
-ROOT = Path(__file__).resolve().parent.parent
+from pgcourse.grpo import (LOSS_TYPES, aggregate_tokens, group_advantages, grpo_loss, kl_estimators, kl_k1, kl_k2,
+                           kl_k3, leave_one_out_baseline, token_weights)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -63,6 +56,17 @@ def test_group_advantages_bad_inputs():
         group_advantages(torch.ones(2, 3), scale="yes")
 
 
+def test_leave_one_out_baseline_by_hand():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [3.0, 1.0, 2.0, 2.0]])
+    b = leave_one_out_baseline(r)
+    assert torch.allclose(b, torch.tensor([[1 / 3, 2 / 3, 2 / 3, 1 / 3], [5 / 3, 7 / 3, 2.0, 2.0]]))
+    G = r.shape[1]
+    # r − b_loo = G/(G−1)·(r − mean): the group mean, which includes r_i itself, shrinks the signal by 1 − 1/G
+    assert torch.allclose(r - b, G / (G - 1) * group_advantages(r, scale=False))
+    with pytest.raises(ValueError, match="rewards"):
+        leave_one_out_baseline(torch.ones(3, 1))
+
+
 # ---------------------------------------------------------------- KL estimators
 
 def _two_categoricals(shift: float):
@@ -111,6 +115,18 @@ def test_aggregate_tokens_by_hand(dev):
     assert torch.allclose(v.grad, expected)
 
 
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_token_weights_are_the_aggregation(loss_type):
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(6, 7, generator=g, dtype=torch.float64)
+    m = torch.arange(7)[None, :] < torch.tensor([7, 1, 3, 5, 2, 0])[:, None]   # the last row has no valid token
+    w = token_weights(m, loss_type, torch.float64)
+    assert torch.allclose((w * v).sum(), aggregate_tokens(v, m, loss_type))
+    assert (w[~m] == 0).all()
+    total = {"grpo": 5 / 6, "bnpo": 1.0, "dr_grpo": 18 / 42}[loss_type]   # Σw: rows with tokens / B; 1; N/(B·T)
+    assert math.isclose(float(w.sum()), total, rel_tol=1e-12)
+
+
 def test_aggregate_tokens_bad_inputs():
     v, m = torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)
     with pytest.raises(ValueError, match="loss_type"):
@@ -150,8 +166,50 @@ def test_grpo_loss_value_and_gradient_on_policy(loss_type, weight, dev):
     loss.backward()
     # ∂loss/∂logp_it = −w_i A_i on valid tokens (the k3 gradient 1 − e^{ref−logp} is 0 at logp = ref), 0 elsewhere
     assert torch.allclose(logp.grad, torch.where(mask, -(w * adv)[:, None], torch.zeros_like(logp)), atol=1e-6)
-    assert stats["clip_fraction"] == 0.0 and stats["k3"] == 0.0 and stats["approx_kl"] == 0.0
-    assert math.isclose(stats["ratio"], 1.0, abs_tol=1e-6)
+    assert stats["clip_fraction"] == 0.0 and stats["k3"] == stats["kl_ref"] == stats["approx_kl"] == 0.0
+    assert stats["ratio"] == 1.0 and stats["kl_old"] == 0.0 and stats["tokens"] == 5
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_grpo_loss_off_policy_by_hand(loss_type):
+    """ρ ≠ 1 and ref ≠ logp: the loss and its gradient written out token by token."""
+    logp, mask, adv = _example()
+    old = logp.detach() + torch.tensor([[-0.3, -0.1, 0.05], [-0.4, 0.4, 0.0]])   # ρ = e^{0.3} (clipped), e^{0.1}, …
+    ref = logp.detach() + torch.tensor([[0.2, -0.5, 0.1], [0.3, 0.0, 7.0]])
+    beta, eps = 0.1, 0.2
+    loss, stats = grpo_loss(logp, old, ref, adv, mask, clip_eps=eps, beta=beta, loss_type=loss_type)
+    loss.backward()
+    want, grad, n_clipped = 0.0, torch.zeros(2, 3), 0
+    B, T, N = 2, 3, 5
+    for i in range(B):
+        L = int(mask[i].sum())
+        w = {"grpo": 1 / (B * L), "bnpo": 1 / N, "dr_grpo": 1 / (B * T)}[loss_type]
+        for t in range(L):
+            rho = math.exp(float(logp[i, t].detach() - old[i, t]))
+            a = float(adv[i])
+            clipped = min(max(rho, 1 - eps), 1 + eps)
+            active_clip = clipped * a < rho * a
+            n_clipped += active_clip
+            d = float(ref[i, t] - logp[i, t].detach())
+            want += w * (-min(rho * a, clipped * a) + beta * (math.exp(d) - d - 1))
+            # ∂/∂logp: −ρA where the unclipped term is the min, 0 where the clip is; + β(1 − e^{ref−logp})
+            grad[i, t] = w * ((0.0 if active_clip else -rho * a) + beta * (1 - math.exp(d)))
+    assert math.isclose(float(loss.detach()), want, rel_tol=1e-5)
+    assert torch.allclose(logp.grad, grad, atol=1e-6)
+    assert math.isclose(stats["clip_fraction"], n_clipped / N, rel_tol=1e-6) and n_clipped == 2
+
+
+def test_grpo_loss_weights_give_a_microbatch_its_share():
+    logp, mask, adv = _example()
+    old, ref = logp.detach() + 0.1, logp.detach() - 0.2
+    for loss_type in LOSS_TYPES:
+        full, _ = grpo_loss(logp, old, ref, adv, mask, loss_type=loss_type)
+        w = token_weights(mask, loss_type)
+        parts = [grpo_loss(logp[i:i + 1], old[i:i + 1], ref[i:i + 1], adv[i:i + 1], mask[i:i + 1],
+                           loss_type=loss_type, weights=w[i:i + 1])[0] for i in range(2)]
+        assert torch.isclose(parts[0] + parts[1], full)
+    with pytest.raises(ValueError, match="weights"):
+        grpo_loss(logp, old, ref, adv, mask, weights=torch.ones(2, 2))
 
 
 def test_grpo_loss_advantages_per_token_same_as_broadcast():
@@ -244,97 +302,3 @@ def test_grpo_loss_bad_inputs():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="old_logp"):
         grpo_loss(logp, bad, ref, adv, mask)
-
-
-# ---------------------------------------------------------------- training
-
-def _sft_model(task, steps=100, seed=0):
-    torch.manual_seed(seed)
-    model = TinyLM(task.vocab_size)
-    demos = task.sample_prompts(2000, seed=1)
-    supervised_finetune(model, demos, task.answers(demos), task.eos, steps=steps, seed=3)
-    return model
-
-
-def test_evaluate_matches_sampled_accuracy():
-    task = DigitSort(1, 5)
-    model = _sft_model(task, steps=60)
-    prompts = task.sample_prompts(64, seed=2)
-    acc = evaluate(model, task, prompts)["accuracy"]
-    n = 64
-    reps = prompts.repeat_interleave(n, 0)
-    r = task.reward(reps, sample(model, reps, task.completion_len, task.eos, task.pad, seed=0).tokens)
-    per_prompt = r.view(64, n).mean(1)
-    se = float(r.view(64, n).var(1).mean().sqrt()) / math.sqrt(64 * n)
-    assert abs(float(per_prompt.mean()) - acc) < 4 * se
-
-
-def test_grpo_improves_accuracy_on_a_small_budget():
-    task = DigitSort(1, 5)
-    model = _sft_model(task)
-    eval_prompts = task.sample_prompts(256, seed=2)
-    hist = train(model, task, GRPOConfig(steps=60, prompts_per_step=32, eval_every=30), eval_prompts=eval_prompts,
-                 seed=0, progress=False)
-    assert hist.eval_steps == [0, 30, 60]
-    assert len(hist.reward) == len(hist.kl) == len(hist.seconds) == 60
-    assert 0.2 < hist.accuracy[0] < 0.5                   # SFT: partly right
-    assert hist.accuracy[-1] > hist.accuracy[0] + 0.1     # GRPO lifts it
-    assert hist.kl[-1] > 0
-
-
-@pytest.mark.parametrize("advantage", ["none", "value", "group_mean"])
-def test_other_advantages_run(advantage):
-    task = DigitSort(1, 3)
-    torch.manual_seed(0)
-    model = TinyLM(task.vocab_size)
-    ref = TinyLM(task.vocab_size)
-    before = [p.detach().clone() for p in model.parameters()]
-    hist = train(model, task, GRPOConfig(steps=3, prompts_per_step=8, group_size=4, advantage=advantage, epochs=2),
-                 ref=ref, seed=0, progress=False)
-    assert len(hist.reward) == 3 and len(hist.accuracy) == 2
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert all(not p.requires_grad for p in ref.parameters())
-
-
-def test_config_bad_inputs():
-    with pytest.raises(ValueError, match="loss_type"):
-        GRPOConfig(loss_type="mean")
-    with pytest.raises(ValueError, match="advantage"):
-        GRPOConfig(advantage="critic")
-    with pytest.raises(ValueError, match="group_size"):
-        GRPOConfig(group_size=1)
-    with pytest.raises(ValueError, match="lr"):
-        GRPOConfig(lr=0)
-    with pytest.raises(TypeError, match="unknown"):
-        GRPOConfig().replace(learning_rate=1.0)
-    assert GRPOConfig().replace(steps=5).steps == 5
-    with pytest.raises(TypeError, match="config"):
-        train(TinyLM(13), DigitSort(), config={"steps": 1}, progress=False)
-
-
-def test_bench_quick():
-    out = subprocess.run([sys.executable, "-m", "pgcourse", "bench", "grpo", "--quick", "--json"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    for key in ("accuracy_before", "accuracy_after", "grpo_seconds", "sft_seconds"):
-        assert key in result
-    assert 0.0 <= result["accuracy_before"] <= 1.0
-    assert result["accuracy_after"] > result["accuracy_before"]
-
-
-def test_group_advantages_make_training_blind_to_a_reward_shift():
-    """(r + c - mean) / std = (r - mean) / std: a constant bonus changes nothing (bit for bit with 0/1 rewards)."""
-    task = DigitSort(1, 3)
-    config = GRPOConfig(steps=3, prompts_per_step=8, group_size=4, eval_every=3)
-    runs = []
-    for reward_fn in (None, lambda p, c: task.reward(p, c) + 1.0):
-        torch.manual_seed(0)
-        model = TinyLM(task.vocab_size)
-        runs.append(train(model, task, config, reward_fn=reward_fn, seed=0, progress=False))
-        runs.append(model)
-    assert runs[0].accuracy == runs[2].accuracy and runs[0].kl == runs[2].kl
-    assert all(torch.equal(a, b) for a, b in zip(runs[1].parameters(), runs[3].parameters()))
-    with pytest.raises(ValueError, match="reward_fn"):
-        train(TinyLM(task.vocab_size), task, config, reward_fn=lambda p, c: torch.full((p.shape[0],), float("nan")),
-              progress=False)
