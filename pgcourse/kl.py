@@ -31,7 +31,6 @@ parameters (:math:`\nabla_\theta` = the chain rule through the logits).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Union
 
 import torch
@@ -212,16 +211,6 @@ def gradient_table(logits: torch.Tensor, ref_logits: torch.Tensor,
                      "err_forward": float((grad - exact["forward"]).abs().max()),
                      "cos_reverse": cos["reverse"], "cos_forward": cos["forward"], "follows": follows})
     return rows
-
-
-def monte_carlo_z(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: str, n: int,
-                  seed: int | torch.Generator = 0) -> torch.Tensor:
-    r"""z-scores (..., K) of the mean of ``n`` single-sample gradients against the exact expectation:
-    :math:`(\bar g - \mathbb E g)/(s/\sqrt n)`; under "no bias" each is about N(0, 1) (0 where s = 0)."""
-    draws = sample_gradients(logits, ref_logits, treatment, n, seed).double()
-    se = draws.std(0) / math.sqrt(n)
-    diff = draws.mean(0) - expected_gradient(logits, ref_logits, treatment).double()
-    return torch.where(se > 0, diff / se.clamp_min(1e-300), torch.zeros_like(diff))
 
 
 # ---- where a treatment leads: the optimum of E_pi[r] - beta * KL ----------------------------------
