@@ -34,10 +34,11 @@ def batch_mean_baseline(x: torch.Tensor, mask: torch.Tensor | None = None, *, le
 
 
 def ema(series: torch.Tensor, decay: float = 0.9, init: float = 0.0) -> torch.Tensor:
-    r"""Exponential moving average :math:`b_k = \beta b_{k-1} + (1-\beta) x_k` over a 1-D series, *before* seeing x_k.
+    r"""The exponential moving average available *before* each item of a 1-D series:
+    :math:`b_0 = \text{init}`, :math:`b_{k+1} = \beta b_k + (1-\beta) x_k`.
 
-    Entry k is the baseline available for item k: it uses items 0..k−1 only, so it never
-    includes the episode's own return.
+    Entry k is the baseline for item k: it uses items 0..k−1 only (item k−j with weight
+    :math:`(1-\beta)\beta^{j-1}`, init with :math:`\beta^k`), so it never includes item k itself.
     """
     series = float_tensor(series, "series")
     decay = unit_interval(decay, "decay")

@@ -57,6 +57,15 @@ def test_ema_by_hand_and_moving_average_agrees():
     assert torch.equal(ema(series, decay=0.0)[1:], series[:-1])  # decay 0: the previous item
 
 
+def test_ema_weights_are_the_unrolled_sum_of_the_docstring():
+    # b_k = beta^k init + sum_{j=1..k} (1 - beta) beta^(j-1) x_{k-j}: the item one step back has weight 1 - beta.
+    x = torch.tensor([0.3, -1.2, 2.0, 0.7, 5.0], dtype=torch.float64)
+    beta, init = 0.7, 1.5
+    want = torch.tensor([beta ** k * init + sum(float((1 - beta) * beta ** (j - 1) * x[k - j]) for j in range(1, k + 1))
+                        for k in range(len(x))], dtype=torch.float64)
+    torch.testing.assert_close(ema(x, beta, init), want)
+
+
 def test_optimal_constant_baseline_by_hand_and_is_a_minimum():
     s2, R = torch.tensor([1.0, 3.0], dtype=torch.float64), torch.tensor([2.0, 4.0], dtype=torch.float64)
     b = optimal_constant_baseline(s2, R)
