@@ -152,6 +152,63 @@ def gradient_samples(mdp: TabularMDP, logits: torch.Tensor, psi: Union[str, PsiF
     return torch.cat(out).to(logits.dtype)
 
 
+
+def gradient_samples_shared(mdp: TabularMDP, logits: torch.Tensor, psis: Sequence[Union[str, PsiFn]],
+                            batch_size: int, n_batches: int, seed: int | torch.Generator = 0,
+                            chunk_episodes: int = 1 << 17) -> list[torch.Tensor]:
+    """:func:`gradient_samples` for several Ψ on the SAME episodes, sampled once: one (n_batches, S, A) tensor per Ψ.
+
+    Each result equals ``gradient_samples(mdp, logits, psi, batch_size, n_batches, seed)`` (same seed, same
+    episodes), at the cost of one sampling instead of ``len(psis)``; a callable Ψ sees the episodes laid
+    out by :func:`by_batch`, a name in :data:`PSI_FORMS` the plain (n, H) batch.
+    """
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    logits = mdp._check_logits(logits).detach()
+    psis = list(psis)
+    if not psis:
+        raise ValueError("psis must name at least one Ψ")
+    for p in psis:
+        if not callable(p) and p not in PSI_FORMS:
+            raise ValueError(f"each of psis must be one of {PSI_FORMS} or a callable, got {p!r}")
+    batch_size = positive_int(batch_size, "batch_size")
+    n_batches = positive_int(n_batches, "n_batches")
+    gen = make_generator(seed, logits.device)
+    per_chunk = max(1, chunk_episodes // batch_size)
+    out: list[list[torch.Tensor]] = [[] for _ in psis]
+    for first in range(0, n_batches, per_chunk):
+        nb = min(per_chunk, n_batches - first)
+        ep = mdp.sample(logits, nb * batch_size, gen)
+        view = by_batch(ep, batch_size)
+        m = ep.mask
+        group = (torch.arange(nb * batch_size, device=m.device) // batch_size).unsqueeze(-1).expand_as(m)
+        for k, p in enumerate(psis):
+            w = (_unbatch(_check_weights(p(view, mdp, logits), "psi", view.rewards)) if callable(p)
+                 else psi_weights(p, ep, mdp, logits))
+            out[k].append(softmax_score_sum(logits.to(w.dtype), ep.states[m], ep.actions[m], w[m], group[m], nb)
+                          / batch_size)
+    return [torch.cat(x).to(logits.dtype) for x in out]
+
+
+def testable_coordinates(mdp: TabularMDP, logits: torch.Tensor, n_episodes: int, min_count: float = 100.0
+                         ) -> torch.Tensor:
+    r"""Boolean (S, A): the coordinates of ĝ whose mean over ``n_episodes`` a z-test may trust.
+
+    Two kinds are left out. (1) In each state the coordinates sum to zero (:math:`\sum_a \partial\log\pi(a\mid s)
+    / \partial\theta_{s,b} = 0`), so one of them, that of the most likely action, is redundant. (2) A rare
+    action, expected fewer than ``min_count`` times, :math:`n \sum_t d_t(s)\,\pi(a\mid s) <` ``min_count``:
+    its coordinate's mean is a rare-event average (usually it never happened), far from normal, so its
+    z-score means nothing.
+    """
+    logits = mdp._check_logits(logits).detach()
+    n = positive_int(n_episodes, "n_episodes")
+    pi = torch.softmax(logits.double(), -1)
+    expected = n * mdp.state_visitation(logits.double()).sum(0).unsqueeze(-1) * pi
+    keep = expected >= float(min_count)
+    keep[torch.arange(mdp.n_states), pi.argmax(-1)] = False
+    return keep.cpu()
+
+
 @dataclass
 class Row:
     """One Ψ's figures: each with its standard error."""
