@@ -248,6 +248,46 @@ def summarize(samples: torch.Tensor, exact: torch.Tensor, name: str = "") -> Row
     return Row(name, float((mean - g).norm()), math.sqrt(var / n), var, se(dev2), float(err2.mean()), se(err2))
 
 
+@dataclass
+class VarianceDifference:
+    """Two total variances tr Cov and their difference a − b with its paired standard error (see below)."""
+
+    n: int
+    var_a: float
+    var_b: float
+    se: float               # standard error of var_a − var_b
+
+    @property
+    def diff(self) -> float:
+        return self.var_a - self.var_b
+
+    @property
+    def z(self) -> float:
+        """diff / se: ≈ N(0, 1) when the two variances are equal."""
+        return self.diff / self.se if self.se > 0 else (0.0 if self.diff == 0 else math.copysign(math.inf, self.diff))
+
+    def summary(self, names: tuple[str, str] = ("a", "b")) -> str:
+        return (f"variance {names[0]} {self.var_a:.4g}, {names[1]} {self.var_b:.4g} (ratio {self.var_a / self.var_b:.3f}); "
+                f"difference {self.diff:.3g} ± {self.se:.2g}, z = {self.z:.1f} (equal variances: z ~ N(0, 1)); "
+                f"{self.n} paired batches")
+
+
+def variance_difference(a: torch.Tensor, b: torch.Tensor) -> VarianceDifference:
+    r"""Compare tr Cov of two sets of batch estimates (n, ...) batch by batch: :math:`d_i = \tfrac{n}{n-1}
+    (\lVert a_i - \bar a\rVert^2 - \lVert b_i - \bar b\rVert^2)` has mean var_a − var_b (the variances
+    :func:`summarize` reports) and SE :math:`s_d/\sqrt n`. Pairing is valid whether batch i of ``a`` and of ``b``
+    share episodes (then the SE is usually smaller) or not."""
+    a, b = float_tensor(a, "a"), float_tensor(b, "b")
+    n = a.shape[0]
+    if b.shape[0] != n or n < 3:
+        raise ValueError(f"a and b need the same number (>= 3) of batches, got {n} and {b.shape[0]}")
+    def sq(x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(n, -1).double()
+        return ((x - x.mean(0)) ** 2).sum(-1) * n / (n - 1)
+    da, db = sq(a), sq(b)
+    return VarianceDifference(n, float(da.mean()), float(db.mean()), float((da - db).std() / math.sqrt(n)))
+
+
 class VarianceTable:
     """The rows of :func:`compare`, printed as a fixed-width table (and as HTML in a notebook)."""
 

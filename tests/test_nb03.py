@@ -160,3 +160,27 @@ def test_action_dependent_baseline_is_biased_as_predicted(lesson):
     se = x.std(0) / math.sqrt(x.shape[0])
     assert ((x.mean(0) - predicted).abs() <= 4 * se + 1e-12).all()
     assert (x.mean(0) - g).norm() > 10 * se.norm()
+
+
+# ---- pgcourse.variance.variance_difference (added for notebook 03's variance claims) ----------------
+
+def test_variance_difference_is_calibrated_under_equal_variances():
+    from pgcourse.variance import variance_difference
+    g = torch.Generator().manual_seed(0)
+    zs = torch.tensor([variance_difference(torch.randn(200, 3, generator=g, dtype=torch.float64),
+                                           torch.randn(200, 3, generator=g, dtype=torch.float64)).z for _ in range(1000)])
+    assert abs(float(zs.mean())) < 0.1 and abs(float(zs.std()) - 1) < 0.1       # z ~ N(0, 1) under no difference
+    assert 0.93 < float((zs.abs() < 2).double().mean()) < 0.97
+
+
+def test_variance_difference_matches_summarize_and_pairing_helps():
+    from pgcourse.variance import summarize, variance_difference
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(500, 4, generator=g, dtype=torch.float64)
+    d = variance_difference(1.1 * a, a)
+    zero = torch.zeros(4, dtype=torch.float64)
+    assert math.isclose(d.diff, summarize(1.1 * a, zero).variance - summarize(a, zero).variance, rel_tol=1e-12)
+    unpaired = variance_difference(1.1 * a, torch.randn(500, 4, generator=g, dtype=torch.float64))
+    assert d.se < unpaired.se / 3 and d.z > 20                                   # the same draws: a much smaller SE
+    with pytest.raises(ValueError, match="same number"):
+        variance_difference(a, a[:10])
