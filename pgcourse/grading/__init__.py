@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["Case", "ExerciseFailed", "KINDS", "Outcome", "PUBLIC_SEED", "check", "derive", "evaluate", "exercise", "exercises",
-           "passed", "yours_or_reference"]
+__all__ = ["Case", "ExerciseFailed", "KINDS", "Outcome", "PUBLIC_SEED", "announce", "check", "derive", "evaluate",
+           "exercise", "exercises", "passed", "yours_or_reference"]
 
 PUBLIC_SEED = 0
 KINDS = ("transcribe", "measure", "predict", "debug", "build")
@@ -256,15 +256,19 @@ def check(name: str, fn: Callable[..., Any]) -> None:
     ``fn`` raises NotImplementedError; otherwise raises :class:`ExerciseFailed` with the cases and
     points earned and the first failing case (input, expected, got).
     """
-    out = evaluate(name, fn)
-    _LAST[name] = out.passed
+    announce(evaluate(name, fn))
+
+
+def announce(out: Outcome) -> None:
+    """What a check cell shows for an :class:`Outcome` (see :func:`check`); the grader's check uses it too."""
+    _LAST[out.name] = out.passed
     if not out.attempted:
-        print(f"○ {name}: not attempted yet (the cells below use pgcourse's reference solution)")
+        print(f"○ {out.name}: not attempted yet (the cells below use pgcourse's reference solution)")
         return None
     if out.passed:
-        print(f"✓ {name}: {out.score_line}")
+        print(f"✓ {out.name}: {out.score_line}")
         return None
-    raise ExerciseFailed(f"✗ {name}: {out.score_line}. {out.failure}")
+    raise ExerciseFailed(f"✗ {out.name}: {out.score_line}. {out.failure}")
 
 
 def passed(name: str) -> bool:

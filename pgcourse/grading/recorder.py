@@ -6,7 +6,8 @@ signed (HMAC, :func:`_sign`) with a per-run secret the kernel reads from a file 
 results file the grader reads. It records only a call made directly by a restored check cell (the
 execute request's code is the reference check source and the caller is the cell's own top-level
 code), refuses to record when ``pgcourse``, ``torch``, ``math``, ``copy`` or key builtins were
-replaced, and checks the learner's function returns plain values (no tensor subclass or object
+replaced (:mod:`.tamper`; a library's own lazy re-wrapping is not tampering) or no longer tell
+different values apart, and checks the learner's function returns plain values (no tensor subclass or object
 with its own ``==``).
 
 ``_STARTUP`` is that startup file; ``_CONFTEST`` is the pytest plugin that logs each nbval cell's outcome.
@@ -22,6 +23,8 @@ import secrets
 import sys
 
 from .reference import GRADING_DIR, PACKAGE_DIR
+from .heldout import case_drawer, summarize
+from .tamper import comparison_canary, environment_watch
 
 CONFIG_ENV = "PGCOURSE_GRADE_CONFIG"
 
@@ -38,12 +41,15 @@ def _kernel_startup() -> None:
     and installs the recording ``check`` (see the module docstring).
     """
     import builtins
+    import contextlib
     import importlib
     import importlib.util
+    import inspect
+    import io
     import math
     import pkgutil
     import threading
-    import types
+    import time
 
     import numpy as np
     import torch
@@ -56,13 +62,13 @@ def _kernel_startup() -> None:
     key = bytes.fromhex(cfg["secret"])
     results_path = cfg["results"]
     sources: dict[str, str] = cfg["checks"]            # exercise -> the reference check cell source
+    held_seeds: dict[str, int] = {k: int(v) for k, v in cfg.get("held_out", {}).items()}
     for mod in cfg.get("extra_modules", []):
         importlib.import_module(mod)
     shell = get_ipython()
     kernel = getattr(shell, "kernel", None)
     get_parent = kernel.get_parent if kernel is not None else (lambda channel: {})
     user_ns = shell.user_ns
-    hooks = (sys.gettrace(), sys.getprofile())
     sign, dumps, open_, getframe = _sign, json.dumps, builtins.open, sys._getframe
     code_names = {}
     for name, src in sources.items():
@@ -120,42 +126,32 @@ def _kernel_startup() -> None:
         raise TypeError(f"returned a {t.__module__}.{t.__qualname__}; return tensors, numbers, "
                         "or tuples/lists/dicts of them")
 
-    watched = [m for n, m in sys.modules.items() if n == "pgcourse" or n.startswith("pgcourse.")
-               or n == private_name or n.startswith(private_name + ".")]
-    watched += [torch, math, copy, np]
+    ours = [m for n, m in sys.modules.items() if n == "pgcourse" or n.startswith("pgcourse.")
+            or n == private_name or n.startswith(private_name + ".")]
+    watched = ours + [torch, math, copy, np]
     watched_builtins = ("print", "isinstance", "type", "len", "range", "repr", "str", "float", "int", "bool",
                         "tuple", "list", "dict", "zip", "enumerate", "getattr", "hasattr", "super", "__import__",
                         "sorted", "min", "max", "abs", "sum", "any", "all", "open", "Exception", "BaseException",
                         "NotImplementedError")
-    snapshot: list[tuple[object, str, object]] = []
-
-    def take_snapshot():
-        snapshot.clear()
-        for mod in watched:
-            for k, v in list(vars(mod).items()):
-                if callable(v) or isinstance(v, types.ModuleType):
-                    snapshot.append((mod, k, v))
-        for cls in (torch.Tensor, torch._C.TensorBase):
-            for k, v in list(vars(cls).items()):
-                snapshot.append((cls, k, v))
-        for k in watched_builtins:
-            snapshot.append((builtins, k, getattr(builtins, k)))
-
-    def changed() -> list[str]:
-        out = [] if (sys.gettrace(), sys.getprofile()) == hooks else ["sys.settrace/setprofile hook"]
-        for owner, k, v in snapshot:
-            if vars(owner).get(k, None) is not v:
-                out.append(f"{getattr(owner, '__name__', owner)}.{k}")
-        return out
+    library_dirs = [os.path.dirname(torch.__file__), os.path.dirname(np.__file__)]
+    classes = [torch.Tensor, torch._C.TensorBase] + [v for m in ours for v in list(vars(m).values())
+                                                     if isinstance(v, type) and v.__module__ == m.__name__]
+    take_snapshot, changed = environment_watch(watched, classes, watched_builtins, library_dirs)
+    comparisons_work = comparison_canary(private.differ, torch)
 
     state = {"active": False, "seq": 0}
     lock = threading.Lock()
+    draw = case_drawer(torch, inspect.signature)
+    evaluate, announce, summary = private.evaluate, private.announce, summarize
+    quiet_out, quiet_err, StringIO, clock = contextlib.redirect_stdout, contextlib.redirect_stderr, io.StringIO, time.perf_counter
+    public_seed, last = private.PUBLIC_SEED, public._LAST
+    makers = {k: v.make_cases for k, v in table.items()}
 
-    def record(name: str, result: str, message: str = "", cases: int = 0) -> None:
+    def record(name: str, result: str, message: str = "", cases: int = 0, **extra) -> None:
         if getframe(1).f_code not in own_code:        # only this grader's check (not a function taken from it)
             return
         state["seq"] += 1
-        rec = {"exercise": name, "result": result, "message": message, "cases": cases, "seq": state["seq"]}
+        rec = {"exercise": name, "result": result, "message": message, "cases": cases, "seq": state["seq"], **extra}
         with open_(results_path, "a", encoding="utf-8") as f:
             f.write(dumps({**rec, "sig": sign(key, rec)}) + "\n")
 
@@ -179,20 +175,23 @@ def _kernel_startup() -> None:
 
     def fail_if_changed(name: str) -> None:
         bad = changed()
+        if not bad and not comparisons_work():
+            bad = ["the comparison of values (torch, math or pgcourse.grading.differ)"]
         if bad:
             msg = f"{name}: the grading environment was modified ({', '.join(bad[:3])} replaced)"
             record(name, "fail", msg)
             raise ExerciseFailed(msg)
 
     def check(name, fn):
-        """Run exercise ``name``'s cases on ``fn`` (the grader's check: it records a signed verdict)."""
+        """Run exercise ``name``'s visible and held-out cases on ``fn``; record a signed verdict; show the visible."""
         caller = getframe(1)
-        ok = call_site_ok(name, caller) and not state["active"]
+        ok = call_site_ok(name, caller) and not state["active"] and name in makers
         del caller
         if not ok:
             return private_check(name, fn)
         with lock:
             state["active"] = True
+            t0 = clock()
             try:
                 fail_if_changed(name)
                 code = getattr(fn, "__code__", None)
@@ -200,17 +199,16 @@ def _kernel_startup() -> None:
                     msg = f"{name}: the function checked is pgcourse's own code, not yours"
                     record(name, "fail", msg)
                     raise ExerciseFailed(msg)
-                calls = [0]
 
                 def learner(*args, **kwargs):
-                    calls[0] += 1
                     return plain(fn(*args, **kwargs))
 
                 try:
-                    passed = private_check(name, learner)
-                except ExerciseFailed as err:
-                    record(name, "fail", str(err))
-                    raise
+                    visible = evaluate(name, learner, cases=draw(makers[name], public_seed))
+                    held = None
+                    if visible.attempted and name in held_seeds:      # silently: the cell shows the visible only
+                        with quiet_out(StringIO()), quiet_err(StringIO()):
+                            held = evaluate(name, learner, cases=draw(makers[name], held_seeds[name]))
                 except KeyboardInterrupt:
                     record(name, "timeout", f"{name}: interrupted (the cell ran past the per-cell timeout)")
                     raise
@@ -218,11 +216,9 @@ def _kernel_startup() -> None:
                     record(name, "fail", f"{name}: {type(err).__name__}: {err}")
                     raise
                 fail_if_changed(name)
-                if passed:
-                    record(name, "pass", f"{name}: all {calls[0]} cases pass", calls[0])
-                else:
-                    record(name, "fail", f"{name}: not attempted (raise NotImplementedError)")
-                return passed
+                record(name, **summary(name, visible, held), seconds=round(clock() - t0, 3))
+                last[name] = visible.passed
+                announce(visible)                          # prints the ✓/○ line, or raises ExerciseFailed
             finally:
                 state["active"] = False
 
@@ -230,7 +226,7 @@ def _kernel_startup() -> None:
     check.__module__, check.__qualname__ = "pgcourse.grading", "check"
     public.check = check
     take_snapshot()
-    record("", "ready")
+    record("", "ready", points={k: table[k].points for k in sources if k in table})
 
 
 _STARTUP = """\

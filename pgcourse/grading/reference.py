@@ -17,7 +17,7 @@ GRADING_DIR = Path(__file__).resolve().parent
 DEFAULT_SOLUTIONS = ROOT / "notebooks" / "solutions"
 
 CHECK_CALL = re.compile(r"""check\(\s*["']([^"']+)["']\s*,\s*([A-Za-z_]\w*)\s*\)""")
-PASS_LINE = re.compile(r"✓ (\S+): all (\d+) cases? pass")
+PASS_LINE = re.compile(r"✓ (\S+): (\d+)/(\d+) cases, ([\d.]+)/([\d.]+) points")   # name, passed, n, points, max
 
 
 class Refused(Exception):
@@ -55,6 +55,7 @@ class RefExercise:
     check_cell: dict
     exercise_id: str
     n_cases: int
+    points: float             # what it is worth (from the reference's ✓ line)
 
 
 @dataclass
@@ -85,11 +86,12 @@ def load_reference(path: Path) -> Reference:
             text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
             p = PASS_LINE.search(text)
             if not p or cell.get("execution_count") is None:
-                raise GradingError(f"{path.name}: check cell {_cid(cell)!r} has no '✓ … cases pass' output; "
+                raise GradingError(f"{path.name}: check cell {_cid(cell)!r} has no '✓ name: N/N cases, P/P points' output; "
                                    "execute the solution notebook first")
             if last_exercise is None:
                 raise GradingError(f"{path.name}: check cell {_cid(cell)!r} follows no exercise cell")
-            out.append(RefExercise(m.group(1), m.group(2), cell, _cid(last_exercise), int(p.group(2))))
+            out.append(RefExercise(m.group(1), m.group(2), cell, _cid(last_exercise), n_cases=int(p.group(3)),
+                                   points=float(p.group(5))))
         elif is_exercise_cell(cell):
             last_exercise = cell
     return Reference(path, out)

@@ -27,8 +27,12 @@ def _defines(cell, fn: str) -> bool:
     return cell.get("cell_type") == "code" and re.search(rf"^def\s+{re.escape(fn)}\s*\(", cell.source, re.M) is not None
 
 
-def restore(sub_nb, ref: Reference) -> Plan:
-    """A copy of the submission with every check cell replaced by the reference's (the input is unchanged)."""
+def restore(sub_nb, ref: Reference, skip_after_last_check: bool = False) -> Plan:
+    """A copy of the submission with every check cell replaced by the reference's (the input is unchanged).
+
+    ``skip_after_last_check``: tag the code cells after the last check ``nbval-skip`` (they cannot change
+    a verdict, and running them only costs time).
+    """
     nb = copy.deepcopy(sub_nb)
     check_ids = {_cid(e.check_cell) for e in ref.exercises}
     check_sources = {e.check_cell.source.strip() for e in ref.exercises}
@@ -67,6 +71,11 @@ def restore(sub_nb, ref: Reference) -> Plan:
             cid = f"{cid}-{k}"
         c["id"] = cid
         seen.add(cid)
+    if skip_after_last_check and where:
+        last = max(k for k, c in enumerate(out) if id(c) in set(where.values()))
+        for c in out[last + 1:]:
+            if c.get("cell_type") == "code":
+                c.setdefault("metadata", {})["tags"] = sorted(set(_tags(c)) | {"nbval-skip"})
     nb.cells = out
     nb.nbformat, nb.nbformat_minor = 4, max(5, int(nb.get("nbformat_minor", 5)))
     code = [c for c in out if c.get("cell_type") == "code"]

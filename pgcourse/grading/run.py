@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .recorder import _CONFTEST, _STARTUP, CONFIG_ENV, _sign
@@ -22,8 +23,21 @@ from .reference import GradingError, Reference
 from .restore import Plan
 
 
-def _read_records(path: Path, key: bytes) -> tuple[bool, dict[str, list[dict]]]:
-    ready, by = False, {}
+@dataclass
+class Run:
+    """What one nbval run left: whether the kernel's grader started, the exercises' points it knows, the
+    signed records by exercise, nbval's cell outcomes by code-cell index, and why it stopped early."""
+
+    ready: bool
+    max_points: dict[str, float]
+    records: dict[str, list[dict]]
+    cells: dict[int, dict]
+    stopped: str = ""
+
+
+def _read_records(path: Path, key: bytes) -> tuple[dict | None, dict[str, list[dict]]]:
+    """The kernel's "ready" record (None if it never started) and the other signed records by exercise."""
+    ready, by = None, {}
     if not path.exists():
         return ready, by
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -35,7 +49,7 @@ def _read_records(path: Path, key: bytes) -> tuple[bool, dict[str, list[dict]]]:
         if not isinstance(sig, str) or not hmac.compare_digest(sig, _sign(key, rec)):
             continue
         if rec.get("result") == "ready" and rec.get("exercise") == "":
-            ready = True
+            ready = rec
         else:
             by.setdefault(str(rec.get("exercise")), []).append(rec)
     return ready, by
@@ -56,7 +70,8 @@ def _read_cells(path: Path) -> dict[int, dict]:
 
 
 def _run_nbval(plan: Plan, ref: Reference, timeout: float, total_timeout: float,
-               extra_modules: list[str], keep: Path | None) -> tuple[bool, dict, dict, str]:
+               extra_modules: list[str], keep: Path | None, held_out: dict[str, int] | None = None) -> Run:
+    """Run the restored copy under nbval; ``held_out`` maps an exercise to its held-out seed."""
     import nbformat
     tmp = Path(tempfile.mkdtemp(prefix="pgcourse-grade-"))
     try:
@@ -74,7 +89,8 @@ def _run_nbval(plan: Plan, ref: Reference, timeout: float, total_timeout: float,
         results, cells = grader / "results.jsonl", grader / "cells.jsonl"
         config = grader / f"config-{secrets.token_hex(8)}.json"
         config.write_text(json.dumps({"secret": secret.hex(), "results": str(results), "extra_modules": extra_modules,
-                                      "checks": {e.name: e.check_cell.source for e in ref.exercises}}))
+                                      "checks": {e.name: e.check_cell.source for e in ref.exercises},
+                                      "held_out": held_out or {}}))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PGCOURSE_GRADE"))}
         env.update({"IPYTHONDIR": str(tmp / "ipython"), CONFIG_ENV: str(config), "PGCOURSE_GRADE_CELLS": str(cells),
                     "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"})
@@ -96,8 +112,10 @@ def _run_nbval(plan: Plan, ref: Reference, timeout: float, total_timeout: float,
             shutil.copytree(tmp, keep / tmp.name, dirs_exist_ok=True)
             (keep / tmp.name / "pytest.log").write_text(log)
         ready, records = _read_records(results, secret)
-        if not ready and not stopped:
+        if ready is None and not stopped:
             raise GradingError("the grader did not start in the kernel; nbval said:\n" + log[-3000:])
-        return ready, records, _read_cells(cells), stopped
+        points = (ready or {}).get("points") or {}
+        return Run(ready is not None, {str(k): float(v) for k, v in points.items()}, records, _read_cells(cells),
+                   stopped)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
