@@ -162,17 +162,21 @@ def _move_and_time(page, widget, handle, readout, selector: str, key: str, old_v
     """
     page.evaluate(
         """([w, sel]) => {
-            window.__pg = {press: null, shown: null};
-            const img = w.querySelector(sel);
-            const old = img.src;
-            document.addEventListener('keydown', () => { if (window.__pg.press === null) window.__pg.press = performance.now(); },
-                                      {capture: true, once: true});
+            const id = (window.__pgMoves = (window.__pgMoves || 0) + 1);
+            const rec = window.__pg = {id: id, press: null, shown: null};
+            const old = w.querySelector(sel).src;
+            const mine = () => window.__pg === rec;          // handlers of earlier moves stay silent
+            const onKey = () => { if (mine() && rec.press === null) rec.press = performance.now(); };
+            document.addEventListener('keydown', onKey, {capture: true, once: true});
             const done = () => { const i = w.querySelector(sel);
-                                 if (i && i.src !== old && window.__pg.shown === null) window.__pg.shown = performance.now(); };
-            img.addEventListener('load', done);
-            new MutationObserver(() => { const i = w.querySelector(sel);
-                                         if (i && i.src !== old) { if (i.complete) done(); else i.addEventListener('load', done); } })
-                .observe(w, {subtree: true, attributes: true, attributeFilter: ['src'], childList: true});
+                                 if (mine() && rec.press !== null && rec.shown === null && i && i.src !== old)
+                                     rec.shown = performance.now(); };
+            const obs = new MutationObserver(() => {
+                if (!mine()) { obs.disconnect(); return; }
+                const i = w.querySelector(sel);
+                if (i && i.src !== old) { if (i.complete && i.naturalWidth > 0) done(); else i.addEventListener('load', done, {once: true}); }
+            });
+            obs.observe(w, {subtree: true, attributes: true, attributeFilter: ['src'], childList: true});
         }""", [widget, selector])
     handle.focus()
     page.keyboard.press(key)

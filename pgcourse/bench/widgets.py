@@ -15,7 +15,7 @@ import time
 BUDGET_MS = 250.0
 
 
-from ..widgets import render_png  # noqa: E402  (what show() sends to the browser)
+from ..widgets import Redrawer  # noqa: E402  (what show() does on a move)
 
 
 def _ms(fn) -> tuple[float, float, object]:
@@ -47,24 +47,24 @@ def moved_params(widget, k: int) -> dict:
 
 
 def time_widget(widget, repeat: int = 5) -> dict:
-    """Cold, draw-only and full-redraw (draw + PNG) times of ``widget`` at its defaults, in ms.
+    """Cold, draw-only and full-redraw times of ``widget`` at its defaults, in ms; the redraw is what
+    :func:`pgcourse.widgets.show` does on a move (:class:`pgcourse.widgets.Redrawer`: draw + PNG).
 
     ``redraw_cpu_ms`` is the CPU time of the redraw: on a busy machine it stays near what an idle one
     would take, where the wall time grows."""
-    cold, _, fig = _ms(lambda: widget.draw(**widget.defaults))
-    render_png(fig)
+    pictures = Redrawer(widget)
+    cold, _, _ = _ms(lambda: pictures.png(**widget.defaults))
     draws, redraws, cpus = [], [], []
     for _ in range(repeat):
-        t, c, fig = _ms(lambda: widget.draw(**widget.defaults))
-        t2, c2, png = _ms(lambda: render_png(fig))
+        t, _, _ = _ms(lambda: widget.draw(**widget.defaults))
+        t2, c2, png = _ms(lambda: pictures.png(**widget.defaults))
         draws.append(t)
-        redraws.append(t + t2)
-        cpus.append(c + c2)
+        redraws.append(t2)
+        cpus.append(c2)
     moved = []
     for k in range(1, repeat + 1):
-        t, _, fig = _ms(lambda: widget.draw(**moved_params(widget, k)))
-        t2, _, _ = _ms(lambda: render_png(fig))
-        moved.append(t + t2)
+        t, _, _ = _ms(lambda: pictures.png(**moved_params(widget, k)))
+        moved.append(t)
     return {"cold_ms": round(cold, 1), "draw_ms": round(statistics.median(draws), 1),
             "redraw_ms": round(statistics.median(redraws), 1), "redraw_cpu_ms": round(statistics.median(cpus), 1),
             "moved_ms": round(statistics.median(moved), 1), "png_bytes": len(png)}
@@ -91,7 +91,8 @@ def run(quick: bool = False) -> dict:
     worst = max(r["redraw_ms"] for r in results.values())
     worst_moved = max(r["moved_ms"] for r in results.values())
     results["max_redraw_ms"], results["max_moved_ms"] = worst, worst_moved
-    print("first: the first draw (fills caches); draw: draw(**defaults); redraw: draw + PNG at the defaults;\n"
+    print("first: the first draw (fills caches, lays the figure out); draw: draw(**defaults); redraw: draw + PNG at\n"
+          "the defaults, as show() does it; "
           "cpu: the redraw's CPU time; moved: draw + PNG with the first slider moved to a value not drawn yet "
           "(medians)")
     print(f"slowest redraw at the defaults: {worst:.0f} ms, after a move: {worst_moved:.0f} ms "

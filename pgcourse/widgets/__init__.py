@@ -70,12 +70,52 @@ def _control(param: str, spec):
     raise ValueError(f"slider kind must be int, float, log or choice, got {kind!r}")
 
 
-def render_png(fig) -> bytes:
-    """The PNG the widget shows for ``fig``: one Agg render at the figure's own dpi (the figures use a
-    constrained layout, so no second "tight" pass is needed)."""
+def _encode(canvas, fig) -> bytes:
+    from matplotlib.image import imsave
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)
+    imsave(buf, canvas.buffer_rgba(), format="png", dpi=fig.dpi, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
+
+
+def render_png(fig) -> bytes:
+    """The PNG of ``fig``: one Agg render at the figure's own dpi, fast zlib (the figures use a constrained
+    layout, so no second "tight" pass is needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return _encode(canvas, fig)
+
+
+class Redrawer:
+    """Draws one widget's pictures as PNG bytes, fast: after the first picture it keeps that picture's axes
+    positions and skips the constrained-layout pass (most of a redraw's time goes to measuring text), as long
+    as everything drawn still fits inside the figure; where it would not (longer tick labels, say), it lays
+    the figure out afresh and keeps the new positions."""
+
+    def __init__(self, widget: "Widget"):
+        self.widget = widget
+        self._layout: tuple | None = None         # (number of axes, size in inches), axes positions
+
+    def png(self, **params) -> bytes:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        fig = self.widget.draw(**params)
+        key = (len(fig.axes), tuple(round(float(x), 3) for x in fig.get_size_inches()))
+        if self._layout is not None and self._layout[0] == key and fig.get_layout_engine() is not None:
+            fig.set_layout_engine("none")
+            for ax, pos in zip(fig.axes, self._layout[1]):
+                ax.set_position(pos)
+            canvas = FigureCanvasAgg(fig)
+            canvas.draw()
+            drawn = fig.get_tightbbox(canvas.get_renderer())
+            w, h = fig.get_size_inches()
+            if drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= w + 0.01 and drawn.y1 <= h + 0.01:
+                return _encode(canvas, fig)
+            fig = self.widget.draw(**params)          # it would clip: lay it out afresh
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        if fig.get_layout_engine() is not None:
+            self._layout = (key, [ax.get_position() for ax in fig.axes])
+        return _encode(canvas, fig)
 
 
 def _error_html(err: Exception) -> str:
@@ -111,11 +151,13 @@ def show(name: str, **overrides) -> None:
     image.add_class("pgcourse-picture")
     status = W.HTML("")
 
+    pictures = Redrawer(w)
+
     def redraw(*_):
         params = {k: c.value for k, c in controls.items()}
         try:
             with torch_threads(1):
-                png = render_png(w.draw(**params))
+                png = pictures.png(**params)
         except Exception as err:      # shown to the learner under the picture, not swallowed
             status.value = _error_html(err)
             return
