@@ -37,7 +37,7 @@ from .train import History, value_net
 from .validate import bool_tensor, float_tensor, positive_float, positive_int, same_shape, unit_interval
 
 __all__ = ["clipped_objective", "kl_k3", "clip_loss", "PPOConfig", "ActorCritic", "rollout_batch",
-           "minibatch_epochs", "ppo_update", "ppo"]
+           "minibatch_epochs", "ppo_loss", "ppo_update", "policy_kl", "ppo"]
 
 
 # ---- the clipped surrogate ------------------------------------------------------------------------
@@ -230,82 +230,105 @@ def minibatch_epochs(step: Callable[[torch.Tensor], dict], n: int, n_epochs: int
     return visited
 
 
-def ppo_update(agent: ActorCritic, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg: PPOConfig,
-               gen: torch.Generator) -> dict[str, float]:
-    r"""One PPO update: :func:`minibatch_epochs` over a batch, each step on the loss below; returns statistics.
+def ppo_loss(agent: ActorCritic, mb: dict[str, torch.Tensor], cfg: PPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""PPO's loss on one minibatch ``mb`` (the batch's entries at some indices) and its statistics.
 
-    Each minibatch step minimizes :math:`L^\text{CLIP} + c_v \tfrac12\overline{(V_\phi - \hat R)^2} - c_e \bar{\mathcal H}`
-    (advantages normalized within the minibatch) with the global gradient norm clipped. With
-    ``cfg.clip`` False the policy term is the unclipped :math:`-\overline{\rho A}` (``clip_fraction``
-    then counts the ratios PPO *would* have clipped). Statistics, means over the minibatches:
-    ``approx_kl``, ``clip_fraction``, ``value_loss``, ``entropy``; ``policy_kl``, the exact
-    :math:`\mathrm{KL}(\pi_\text{old}\|\pi_\text{new})` averaged over the batch's states after the
-    update; ``epochs`` (fewer than ``n_epochs`` when ``target_kl`` stopped it).
+    .. math:: L = L^\text{CLIP} + c_v\,\tfrac12\,\overline{(V_\phi(s_t) - \hat R_t)^2} - c_e\,\overline{\mathcal H[\pi_\theta(\cdot\mid s_t)]}
+
+    with the advantages normalized within the minibatch (``cfg.normalize_advantages``, more than one
+    sample), :math:`L^\text{CLIP}` from :func:`clip_loss` (``cfg.clip`` False: the unclipped
+    :math:`-\overline{\rho A}`, its statistics still at ``cfg.clip_eps``) and, with ``cfg.clip_value``, the value
+    update clipped to ±ε around the old values. ``mb`` holds ``obs``, ``actions``, ``logp`` (old),
+    ``advantages``, ``returns`` and ``values`` (old; only for ``clip_value``). Statistics (detached 0-d):
+    ``approx_kl``, ``clip_fraction``, ``value_loss``, ``entropy``.
     """
-    obs, actions, old_logp = batch["obs"], batch["actions"], batch["logp"]
-    adv, ret, old_v = batch["advantages"], batch["returns"], batch["values"]
+    logits, v = agent(mb["obs"])
+    logp_all = torch.log_softmax(logits, -1)
+    logp = logp_all.gather(-1, mb["actions"].unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+    a, ret = mb["advantages"], mb["returns"]
+    if cfg.normalize_advantages and a.numel() > 1:
+        a = (a - a.mean()) / (a.std() + 1e-8)
+    pg, st = clip_loss(logp, mb["logp"], a, cfg.clip_eps if cfg.clip else math.inf)
+    if not cfg.clip:  # the same diagnostics at cfg.clip_eps
+        st = clip_loss(logp.detach(), mb["logp"], a, cfg.clip_eps)[1]
+    if cfg.clip_value:
+        old_v = mb["values"]
+        v_clip = old_v + (v - old_v).clamp(-cfg.clip_eps, cfg.clip_eps)
+        v_loss = 0.5 * torch.max((v - ret) ** 2, (v_clip - ret) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((v - ret) ** 2).mean()
+    loss = pg + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
+    return loss, {"approx_kl": st["approx_kl"], "clip_fraction": st["clip_fraction"],
+                  "value_loss": v_loss.detach(), "entropy": entropy.detach()}
+
+
+def ppo_update(agent: ActorCritic, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg: PPOConfig,
+               generator: torch.Generator) -> dict[str, float]:
+    r"""One PPO update: :func:`minibatch_epochs` over a batch, one optimizer step on :func:`ppo_loss` per minibatch.
+
+    Each step: the loss on the minibatch ``{k: batch[k][idx]}``, ``zero_grad``, ``backward``, the global
+    gradient norm clipped to ``cfg.max_grad_norm``, ``opt.step()``. Returns the means over the
+    minibatches of ``approx_kl``, ``clip_fraction``, ``value_loss`` and ``entropy``, and ``epochs`` (fewer
+    than ``cfg.n_epochs`` when ``cfg.target_kl`` stopped the update early).
+    """
     params = [p for g in opt.param_groups for p in g["params"]]
-    eps = cfg.clip_eps if cfg.clip else math.inf
-    with torch.no_grad():
-        old_logits = agent.actor(obs)
     log: dict[str, list[torch.Tensor]] = {"approx_kl": [], "clip_fraction": [], "value_loss": [], "entropy": []}
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits, v = agent(obs[idx])
-        logp_all = torch.log_softmax(logits, -1)
-        logp = logp_all.gather(-1, actions[idx].unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
-        a = adv[idx]
-        if cfg.normalize_advantages and a.numel() > 1:
-            a = (a - a.mean()) / (a.std() + 1e-8)
-        pg, st = clip_loss(logp, old_logp[idx], a, eps)
-        if not cfg.clip:  # the same diagnostics at cfg.clip_eps
-            st = clip_loss(logp.detach(), old_logp[idx], a, cfg.clip_eps)[1]
-        if cfg.clip_value:
-            v_clip = old_v[idx] + (v - old_v[idx]).clamp(-cfg.clip_eps, cfg.clip_eps)
-            v_loss = 0.5 * torch.max((v - ret[idx]) ** 2, (v_clip - ret[idx]) ** 2).mean()
-        else:
-            v_loss = 0.5 * ((v - ret[idx]) ** 2).mean()
-        loss = pg + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
+        loss, st = ppo_loss(agent, {k: v[idx] for k, v in batch.items()}, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
-        for k, x in (("approx_kl", st["approx_kl"]), ("clip_fraction", st["clip_fraction"]),
-                     ("value_loss", v_loss.detach()), ("entropy", entropy.detach())):
-            log[k].append(x)
+        for k in log:
+            log[k].append(st[k])
         return st
 
-    visited = minibatch_epochs(step, obs.shape[0], cfg.n_epochs, cfg.n_minibatches, gen, cfg.target_kl)
+    n = batch["obs"].shape[0]
+    visited = minibatch_epochs(step, n, cfg.n_epochs, cfg.n_minibatches, generator, cfg.target_kl)
     with torch.no_grad():
-        old_lp = torch.log_softmax(old_logits, -1)
-        new_lp = torch.log_softmax(agent.actor(obs), -1)
-        policy_kl = (old_lp.exp() * (old_lp - new_lp)).sum(-1).mean()
-        means = torch.stack([torch.stack(x).mean() for x in log.values()] + [policy_kl]).tolist()
-    out = dict(zip([*log, "policy_kl"], means))
+        means = torch.stack([torch.stack(x).mean() for x in log.values()]).tolist()
+    out = dict(zip(log, means))
     out["epochs"] = len(visited) / cfg.n_minibatches
     return out
 
 
+def policy_kl(agent: ActorCritic, obs: torch.Tensor, old_logits: torch.Tensor) -> float:
+    r"""The exact :math:`\mathrm{KL}(\pi_\text{old}(\cdot|s)\,\|\,\pi_\theta(\cdot|s))` averaged over the states ``obs``."""
+    with torch.no_grad():
+        old_lp = torch.log_softmax(old_logits, -1)
+        new_lp = torch.log_softmax(agent.actor(obs), -1)
+        return float((old_lp.exp() * (old_lp - new_lp)).sum(-1).mean())
+
+
 # ---- the whole algorithm ---------------------------------------------------------------------------------
 
+UpdateFn = Callable[[ActorCritic, torch.optim.Optimizer, dict, PPOConfig, torch.Generator], dict]
+
+
 def ppo(config: PPOConfig | None = None, *, device: torch.device | str | None = None, progress: bool = True,
-        **overrides) -> History:
+        update: UpdateFn | None = None, **overrides) -> History:
     """Train a PPO agent; ``config`` (default :class:`PPOConfig`) with any field overridden by keyword.
 
-    Returns a :class:`pgcourse.train.History`; ``extra`` holds per update ``approx_kl``,
-    ``clip_fraction``, ``policy_kl``, ``value_loss``, ``entropy``, ``epochs`` and ``lr``, and
+    ``update`` (default :func:`ppo_update`) is called as ``update(agent, opt, batch, cfg, generator)``
+    once per batch and returns a dict of numbers, logged per update (a learner's own update plugs in here).
+    Returns a :class:`pgcourse.train.History`; ``extra`` holds per update what ``update`` returned
+    (``approx_kl``, ``clip_fraction``, ``value_loss``, ``entropy``, ``epochs``), ``lr``, and ``policy_kl``,
+    the exact KL between the policies before and after the update averaged over the batch's states;
     ``hist.agent`` is the trained :class:`ActorCritic`.
     Deterministic on the CPU for a given seed. Runs with one intra-op thread (small tensors:
     see :func:`pgcourse.device.torch_threads`).
     """
     cfg = replace(config if config is not None else PPOConfig(), **overrides)
     dev = torch.device(device) if device is not None else default_device()
+    if update is not None and not callable(update):
+        raise TypeError(f"update must be a function update(agent, opt, batch, cfg, generator), got {update!r}")
     with torch_threads(1):
-        return _train(cfg, dev, progress)
+        return _train(cfg, dev, progress, update or ppo_update)
 
 
-def _train(cfg: PPOConfig, dev: torch.device, progress: bool) -> History:
+def _train(cfg: PPOConfig, dev: torch.device, progress: bool, update: UpdateFn) -> History:
     seed_everything(cfg.seed)
     envs = make_vec_env(cfg.env_id, cfg.n_envs, seed=cfg.seed)
     obs_dim, n_actions = envs.single_observation_space.shape[0], int(envs.single_action_space.n)
@@ -322,7 +345,10 @@ def _train(cfg: PPOConfig, dev: torch.device, progress: bool) -> History:
         for group in opt.param_groups:
             group["lr"] = lr
         batch = rollout_batch(collector.collect(cfg.n_steps), cfg.gamma, cfg.lam)
-        stats = ppo_update(agent, opt, batch, cfg, gen)
+        with torch.no_grad():
+            old_logits = agent.actor(batch["obs"])
+        stats = update(agent, opt, batch, cfg, gen)
+        stats = {**stats, "policy_kl": policy_kl(agent, batch["obs"], old_logits)}
         hist.env_steps.append(collector.env_steps)
         hist.wall_time.append(timer())
         hist._sync(collector.stats, hist.wall_time[-1])

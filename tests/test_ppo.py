@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgcourse.ppo import ActorCritic, PPOConfig, clip_loss, minibatch_epochs, ppo, ppo_update, rollout_batch
+from pgcourse.ppo import (ActorCritic, PPOConfig, clip_loss, minibatch_epochs, policy_kl, ppo, ppo_loss, ppo_update,
+                          rollout_batch)
 from pgcourse.rollout import Collector, make_vec_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,6 +187,8 @@ def test_ppo_update_is_deterministic(clip):
     batch = rollout_batch(ro, 0.99, 0.95)
     cfg = PPOConfig(n_envs=4, n_steps=32, clip=clip, clip_value=True)
     state = {k: v.clone() for k, v in agent.state_dict().items()}
+    with torch.no_grad():
+        old_logits = agent.actor(batch["obs"])
     results = []
     for _ in range(2):
         agent.load_state_dict(state)
@@ -196,8 +199,41 @@ def test_ppo_update_is_deterministic(clip):
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.equal(a, b)
     stats = results[0][0]
-    assert stats["epochs"] == cfg.n_epochs and stats["policy_kl"] > 0 and 0 <= stats["clip_fraction"] <= 1
+    assert stats["epochs"] == cfg.n_epochs and 0 <= stats["clip_fraction"] <= 1
+    assert policy_kl(agent, batch["obs"], old_logits) > 0
     assert any(not torch.equal(a, state[k]) for a, k in zip(results[0][1], [n for n, _ in agent.named_parameters()]))
+
+
+def test_ppo_loss_is_the_sum_of_its_three_terms():
+    ro, agent = _batch_and_agent()
+    mb = rollout_batch(ro, 0.99, 0.95)
+    cfg = PPOConfig(n_envs=4, n_steps=32)
+    loss, st = ppo_loss(agent, mb, cfg)
+    a = mb["advantages"]
+    a = (a - a.mean()) / (a.std() + 1e-8)
+    logits, v = agent(mb["obs"])
+    lp = torch.log_softmax(logits, -1)
+    logp = lp.gather(-1, mb["actions"][:, None]).squeeze(-1)
+    ent = -(lp.exp() * lp).sum(-1).mean()
+    pg = clip_loss(logp, mb["logp"], a)[0]
+    expected = pg + 0.5 * 0.5 * ((v - mb["returns"]) ** 2).mean() - 0.01 * ent
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(st) == {"approx_kl", "clip_fraction", "value_loss", "entropy"}
+    assert st["entropy"].item() == pytest.approx(ent.item())
+
+
+def test_ppo_takes_a_learners_update():
+    calls = []
+
+    def update(agent, opt, batch, cfg, generator):
+        calls.append(batch["obs"].shape[0])
+        return ppo_update(agent, opt, batch, cfg, generator)
+    kw = dict(total_steps=512, n_envs=4, n_steps=64, progress=False, seed=5)
+    mine, ref = ppo(update=update, **kw), ppo(**kw)
+    assert len(calls) == len(ref.env_steps) and mine.episode_returns == ref.episode_returns
+    assert mine.extra == ref.extra
+    with pytest.raises(TypeError, match="update"):
+        ppo(update="ppo_update", **kw)
 
 
 def test_ppo_is_seeded():
