@@ -183,7 +183,34 @@ REFERENCES = {
     "04.q_from_v": lambda R, P, V, gamma: R + gamma * P @ V,
     "04.td_residual": lambda r, v, nv, term, gamma: gae(r, v, nv, term, None, gamma, 0.0)[0],
     "04.gae": lambda *args: gae(*args)[0],
+    "04.one_step_variances": F.one_step_variances,
+    "04.rollout_advantages": F.rollout_advantages,
 }
+
+
+def _one_step_wrong(pi, y, p, *, subtract_mean=True, score_norm=True, transition_noise=True):
+    q = (p * y).sum(-1)
+    v = (pi * q).sum()
+    var_y = (p * y ** 2).sum(-1) - q ** 2
+    eye = torch.eye(len(pi), dtype=pi.dtype)
+    n_a = ((eye - pi) ** 2).sum(-1) if score_norm else torch.ones_like(pi)
+    m = (pi[:, None] * (eye - pi) * q[:, None]).sum(0)
+    second = torch.stack([q ** 2, (q - v) ** 2, (q - v) ** 2 + (var_y if transition_noise else 0.0)])
+    return (pi * n_a * second).sum(-1) - ((m ** 2).sum() if subtract_mean else 0.0)
+
+
+def _mask_only_fix(obs, r, te, tr, V, g, lam):        # masks the autoreset step, still no bootstrap at a truncation
+    adv, _ = F.naive_rollout_advantages(obs, r, te, tr, V, g, lam)
+    return adv, F.rollout_advantages(obs, r, te, tr, V, g, lam)[1]
+
+
+def _bootstrap_only_fix(obs, r, te, tr, V, g, lam):   # bootstraps at a truncation, still keeps the autoreset step
+    return F.rollout_advantages(obs, r, te, tr, V, g, lam)[0], torch.ones_like(te)
+
+
+def _through_termination(obs, r, te, tr, V, g, lam):  # bootstraps from the (made-up) value of a hole or the goal
+    adv, _ = gae(r, V[obs[..., :-1]], V[obs[..., 1:]], torch.zeros_like(te), te | tr, g, lam)
+    return adv, F.rollout_advantages(obs, r, te, tr, V, g, lam)[1]
 
 
 def _gae_loop(r, v, nv, term, trunc, gamma, lam, *, done_is_terminated=False, bootstrap_truncated=True):
@@ -205,7 +232,17 @@ WRONG = {
         lambda *a: _gae_loop(*a, bootstrap_truncated=False),    # treats a truncation like a termination
         lambda r, v, nv, term, trunc, g, lam: gae(r, v, nv, term | trunc, None, g, lam)[0],
     ],
+    "04.one_step_variances": [
+        lambda *a: _one_step_wrong(*a, subtract_mean=False),      # E|g|^2, not the variance
+        lambda *a: _one_step_wrong(*a, score_norm=False),         # |e_a|^2 = 1 instead of |e_a - pi|^2
+        lambda *a: _one_step_wrong(*a, transition_noise=False),   # delta as noiseless as A
+    ],
+    "04.rollout_advantages": [F.naive_rollout_advantages, _mask_only_fix, _bootstrap_only_fix, _through_termination],
 }
+
+# the property named in the first failing case's note, for each plausible wrong answer of the debug exercise
+DEBUG_NOTES = {"naive_rollout_advantages": "autoreset", "_mask_only_fix": "bootstraps from V(final observation)",
+               "_bootstrap_only_fix": "autoreset", "_through_termination": "no bootstrap from the hole"}
 
 
 def test_notebook_04_exercises_are_registered():
@@ -224,6 +261,27 @@ def test_the_loop_solution_of_gae_passes():
 @pytest.mark.parametrize("name, k", [(n, k) for n, fns in sorted(WRONG.items()) for k in range(len(fns))])
 def test_wrong_answer_shows_input_expected_got(name, k):
     assert_fails_with_case(name, WRONG[name][k])
+
+
+def test_debug_failures_name_the_property_that_still_fails():
+    for fn in WRONG["04.rollout_advantages"]:
+        msg = assert_fails_with_case("04.rollout_advantages", fn)
+        assert DEBUG_NOTES[fn.__name__] in msg.splitlines()[0], (fn.__name__, msg.splitlines()[0])
+
+
+def test_debug_exercise_partial_credit_and_the_naive_test():
+    from pgcourse.grading import evaluate
+    out = evaluate("04.rollout_advantages", F.naive_rollout_advantages)
+    assert out.failed_cases and 1 not in out.failed_cases and 2 not in out.failed_cases   # the naive tests pass
+    assert 0 < out.points < out.max_points
+
+
+def test_rollout_cases_hold_every_event():
+    cases = exercises()["04.rollout_advantages"].cases()
+    _, mask = cases[-1].expected
+    term, trunc = cases[-1].args[2], cases[-1].args[3]
+    assert bool(term.any()) and bool(trunc.any()) and not bool(mask.all())
+    assert all(c.args[0].shape[-1] == c.args[1].shape[-1] + 1 for c in cases)
 
 
 def test_gae_cases_include_terminated_and_truncated_steps():
@@ -279,3 +337,85 @@ def test_small_figures():
     bs = F.bias_scan(scales=(0.0, 1.0), n_batches=50)
     assert isinstance(F.bias_figure(bs), Figure)
     assert bs.rmse[0] == 0.0 and math.isclose(bs.rmse[1], F.critic_error(mdp, logits, F.lesson_critic("learned")))
+
+
+# ---- variance.gradient_samples_shared, testable_coordinates ----------------------------------------------
+
+def test_gradient_samples_shared_equals_gradient_samples(lesson):
+    from pgcourse.variance import gradient_samples_shared
+    mdp, logits = lesson
+    psis = ["reward_to_go", F.critic_psi("gae", F.lesson_critic("learned"), lam=0.5)]
+    for p, x in zip(psis, gradient_samples_shared(mdp, logits, psis, 8, 40, seed=5)):
+        assert torch.equal(x, gradient_samples(mdp, logits, p, 8, 40, seed=5))
+    with pytest.raises(ValueError, match="psis"):
+        gradient_samples_shared(mdp, logits, ["nope"], 8, 4)
+    with pytest.raises(ValueError, match="psis"):
+        gradient_samples_shared(mdp, logits, [], 8, 4)
+
+
+def test_testable_coordinates(lesson):
+    from pgcourse.variance import testable_coordinates
+    mdp, logits = lesson
+    keep = testable_coordinates(mdp, logits, 32_000)
+    pi = torch.softmax(logits, -1)
+    assert not bool(keep[torch.arange(mdp.n_states), pi.argmax(-1)].any())    # one redundant coordinate per state
+    assert not bool(keep[mdp.terminal].any())
+    expected = 32_000 * mdp.state_visitation(logits).sum(0)[:, None] * pi
+    assert bool((expected[keep] >= 100).all())
+    assert int(testable_coordinates(mdp, logits, 10 ** 9).sum()) >= int(keep.sum())
+
+
+# ---- the evidence behind the claims ------------------------------------------------------------------------
+
+def test_sign_of_advantage_holds():
+    st = F.sign_of_advantage()
+    assert st.holds and st.n_resolved >= 20 and st.agree == st.n_resolved
+
+
+def test_six_forms_are_unbiased_on_the_testable_coordinates(lesson):
+    mdp, logits = lesson
+    tests = F.unbiased_tests(F.six_forms_samples(), mdp.exact_gradient(logits), F.lesson_keep(32_000))
+    assert all(t.unbiased() for t in tests.values())
+
+
+def test_learned_critic_biases_td_residual_by_the_z_test(lesson):
+    mdp, logits = lesson
+    tests = F.unbiased_tests(F.learned_critic_samples(), mdp.exact_gradient(logits), F.lesson_keep(32_000))
+    assert tests["td_residual"].biased() and tests["advantage"].biased() and tests["q_value"].biased()
+    assert tests["reward_to_go_minus_value"].unbiased()
+
+
+def test_one_step_variances_by_hand_and_measured():
+    half = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    got = F.one_step_variances(half, torch.tensor([[1.0], [3.0]], dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64))
+    assert torch.allclose(got, torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64), atol=1e-12)
+    pred = F.one_step_variances(*F.one_step_inputs(14))
+    for k, row in enumerate(F.measured_one_step(14, n=20_000, seed=3).values()):
+        assert abs(row.variance - float(pred[k])) < 4 * row.variance_se
+
+
+def test_td_bias_on_gymnasium_lake():
+    ok, bad = F.td_bias(F.rollout_advantages), F.td_bias(F.naive_rollout_advantages)
+    assert abs(ok.z) <= 4 and ok.n_fake == 0 and ok.n_impossible == 0
+    assert abs(bad.z) >= 6 and bad.n_fake > 0 and bad.n_impossible > 0 and bad.n_truncated > 0
+
+
+def test_rollout_advantages_masks_the_autoreset_step_and_bootstraps_truncation():
+    ro = F.lake_rollout([[0], [0], [0], [0]], n_envs=1, n_steps=4, time_limit=2, seed=0, slippery=False)
+    assert ro.truncated.tolist() == [[False, True, False, False]]      # step 2 resets, step 3 starts anew
+    V = torch.arange(16, dtype=torch.float64) + 1.0
+    adv, mask = F.rollout_advantages(ro.obs, ro.rewards, ro.terminated, ro.truncated, V, 0.5, 1.0)
+    assert mask.tolist() == [[True, True, False, True]]
+    assert float(adv[0, 1]) == pytest.approx(0.5 * 1.0 - 1.0)          # bootstraps from V(final obs = 0) = 1
+
+
+def test_sweeps_share_their_batches():
+    nst, sweep = F.n_step_sweep(), F.lambda_sweep("learned")
+    assert nst.rows[0].variance == pytest.approx(sweep.rows[0].variance, rel=1e-9)
+    assert nst.rows[-1].bias == pytest.approx(sweep.rows[-1].bias, rel=1e-9)
+
+
+def test_bias_scan_is_linear_once_the_noise_is_out():
+    bs = F.bias_scan(scales=(0.5, 1.0, 2.0), n_batches=200)
+    per_eps = bs.corrected(list(F.BIAS_FORMS)[0]) / np.array(bs.scales)
+    assert per_eps.max() < 1.15 * per_eps.min()

@@ -18,9 +18,9 @@ _LOG2 = math.log10(2.0)
 CRITICS = {"learned from 20 episodes": "learned", "exact V": "exact"}
 
 
-@register("04.variance", lam=("float", 0.9, 0.0, 1.0, 0.05), batch_size=("log", 64, 0.0, 10 * _LOG2, _LOG2),
+@register("04.variance", lam=("float", 0.95, 0.0, 1.0, 0.05), batch_size=("log", 64, 0.0, 10 * _LOG2, _LOG2),
           critic=("choice", "learned from 20 episodes", list(CRITICS)))
-def gae_bias_variance(lam: float = 0.9, batch_size: float = 64, critic: str = "learned from 20 episodes"):
+def gae_bias_variance(lam: float = 0.95, batch_size: float = 64, critic: str = "learned from 20 episodes"):
     """Bias², variance and bias² + variance of ĝ with GAE(λ) weights, against λ; the slider's λ marked."""
     with torch_threads(1):
         sweep = lesson.lambda_sweep(CRITICS[critic])

@@ -27,7 +27,7 @@ from ... import estimators as est
 from ...device import torch_threads
 from ...mdp import Episodes, TabularMDP, frozen_lake
 from ...returns import n_step_advantage, reward_to_go
-from ...variance import PSI_FORMS, Row, VarianceTable, compare, gradient_samples, summarize
+from ...variance import PSI_FORMS, Row, VarianceTable, gradient_samples_shared, summarize
 
 GAMMA, HORIZON = 0.95, 40
 GOAL, HOLE, STEP_COST = 1.0, -1.0, 0.02
@@ -35,6 +35,7 @@ TAU, IMPROVE_STEPS = 0.1, 3
 ACTIONS = ("left", "down", "right", "up")      # FrozenLake's action order
 CRITIC_EPISODES, CRITIC_SEED = 20, 1           # the learned critic of sections 3-5: 20 episodes of returns
 BATCH_SIZE, N_BATCHES = 16, 1000               # each measurement: 1000 batch estimates of 16 episodes
+SIX_BATCHES = 2 * N_BATCHES                    # the six forms and the critic-based ones: 2000 batches
 LAMBDAS = tuple(round(0.05 * k, 2) for k in range(21))
 N_STEPS = (1, 2, 3, 5, 10, HORIZON)
 FORM_LABELS = {
@@ -189,31 +190,55 @@ def lesson_critic(kind: str = "learned") -> torch.Tensor:
 
 @lru_cache(maxsize=2)
 @torch_threads(1)
-def six_forms(batch_size: int = BATCH_SIZE, n_batches: int = 2 * N_BATCHES, seed: int = 0) -> VarianceTable:
+def six_forms_samples(batch_size: int = BATCH_SIZE, n_batches: int = SIX_BATCHES, seed: int = 0
+                      ) -> dict[str, torch.Tensor]:
+    """The batch estimates (n_batches, S, A) of the six Ψ forms with the exact V and Q, all on the same episodes."""
+    mdp, logits = _lesson()
+    return dict(zip(PSI_FORMS, gradient_samples_shared(mdp, logits, PSI_FORMS, batch_size, n_batches, seed)))
+
+
+def six_forms(batch_size: int = BATCH_SIZE, n_batches: int = SIX_BATCHES, seed: int = 0) -> VarianceTable:
     """The six Ψ forms of ``pgcourse.variance.PSI_FORMS`` with the exact V and Q, against the exact gradient."""
     mdp, logits = _lesson()
-    return compare(mdp, logits, PSI_FORMS, batch_size, n_batches, seed)
+    exact = mdp.exact_gradient(logits)
+    rows = [summarize(x, exact, p) for p, x in six_forms_samples(batch_size, n_batches, seed).items()]
+    return VarianceTable(rows, f"{mdp.name}: batch size {batch_size}, {n_batches} batches, gamma={mdp.gamma}, "
+                               f"horizon={mdp.horizon}")
 
 
 CRITIC_FORMS = ("reward_to_go_minus_value", "q_value", "advantage", "td_residual")
 
 
 @torch_threads(1)
-def critic_forms(table: torch.Tensor, batch_size: int = BATCH_SIZE, n_batches: int = 2 * N_BATCHES,
+def critic_samples(table: torch.Tensor, batch_size: int = BATCH_SIZE, n_batches: int = SIX_BATCHES,
+                   seed: int = 0) -> dict[str, torch.Tensor]:
+    """The batch estimates of the four critic-based Ψ forms built from ``table`` (exact or learned), same episodes."""
+    mdp, logits = _lesson()
+    psis = [critic_psi(f, table) for f in CRITIC_FORMS]
+    return dict(zip(CRITIC_FORMS, gradient_samples_shared(mdp, logits, psis, batch_size, n_batches, seed)))
+
+
+def critic_forms(table: torch.Tensor, batch_size: int = BATCH_SIZE, n_batches: int = SIX_BATCHES,
                  seed: int = 0, title: str = "") -> VarianceTable:
     """The four critic-based Ψ forms built from ``table`` (exact or learned), same episodes for each."""
     mdp, logits = _lesson()
     exact = mdp.exact_gradient(logits)
-    rows = [summarize(gradient_samples(mdp, logits, critic_psi(f, table), batch_size, n_batches, seed), exact, f)
-            for f in CRITIC_FORMS]
-    return VarianceTable(rows, title)
+    return VarianceTable([summarize(x, exact, f) for f, x in critic_samples(table, batch_size, n_batches, seed).items()],
+                         title)
 
 
 @lru_cache(maxsize=1)
+def learned_critic_samples() -> dict[str, torch.Tensor]:
+    """:func:`critic_samples` of the learned critic of 20 episodes, on the episodes of :func:`six_forms`."""
+    return critic_samples(lesson_critic("learned"))
+
+
 def learned_critic_forms() -> VarianceTable:
     """:func:`critic_forms` with the learned critic of 20 episodes, on the episodes of :func:`six_forms`."""
-    return critic_forms(lesson_critic("learned"), title="the four critic-based forms with the learned critic "
-                                                        f"({CRITIC_EPISODES} episodes)")
+    mdp, logits = _lesson()
+    exact = mdp.exact_gradient(logits)
+    return VarianceTable([summarize(x, exact, f) for f, x in learned_critic_samples().items()],
+                         f"the four critic-based forms with the learned critic ({CRITIC_EPISODES} episodes)")
 
 
 @dataclass
@@ -254,31 +279,37 @@ class Sweep:
         return self.xs[k], float(total[k])
 
 
+def _sweep(label: str, critic: str, xs: Sequence, psis: list, names: list[str], batch_size: int, n_batches: int,
+           seed: int) -> Sweep:
+    mdp, logits = _lesson()
+    exact = mdp.exact_gradient(logits)
+    samples = gradient_samples_shared(mdp, logits, psis, batch_size, n_batches, seed)
+    return Sweep(f"{label}, {critic} critic", list(xs), [summarize(x, exact, k) for x, k in zip(samples, names)],
+                 batch_size, n_batches)
+
+
 @lru_cache(maxsize=4)
 @torch_threads(1)
-def lambda_sweep(critic: str = "learned", batch_size: int = BATCH_SIZE, n_batches: int = 600,
+def lambda_sweep(critic: str = "learned", batch_size: int = BATCH_SIZE, n_batches: int = N_BATCHES,
                  seed: int = 0) -> Sweep:
     r""":math:`\Psi_t = \gamma^t \hat A^{\text{GAE}(\gamma,\lambda)}_t` from the ``critic`` for every λ of ``LAMBDAS``.
 
-    The same seed, so the same episodes, for every λ: the curves differ only through λ.
+    The same episodes for every λ (sampled once), and the same as :func:`n_step_sweep`'s at the same
+    arguments: the curves differ only through λ, and λ = 0 is the 1-step row, λ = 1 the H-step row.
     """
-    mdp, logits = _lesson()
-    table, exact = lesson_critic(critic), mdp.exact_gradient(logits)
-    rows = [summarize(gradient_samples(mdp, logits, critic_psi("gae", table, lam=lam), batch_size, n_batches, seed),
-                      exact, f"GAE({lam})") for lam in LAMBDAS]
-    return Sweep(f"GAE(λ), {critic} critic", list(LAMBDAS), rows, batch_size, n_batches)
+    table = lesson_critic(critic)
+    return _sweep("GAE(λ)", critic, LAMBDAS, [critic_psi("gae", table, lam=lam) for lam in LAMBDAS],
+                  [f"GAE({lam})" for lam in LAMBDAS], batch_size, n_batches, seed)
 
 
 @lru_cache(maxsize=4)
 @torch_threads(1)
 def n_step_sweep(critic: str = "learned", batch_size: int = BATCH_SIZE, n_batches: int = N_BATCHES,
                  seed: int = 0) -> Sweep:
-    r""":math:`\Psi_t = \gamma^t \hat A^{(n)}_t` for every n of ``N_STEPS``; same episodes for each."""
-    mdp, logits = _lesson()
-    table, exact = lesson_critic(critic), mdp.exact_gradient(logits)
-    rows = [summarize(gradient_samples(mdp, logits, critic_psi("n_step", table, n=n), batch_size, n_batches, seed),
-                      exact, f"{n}-step") for n in N_STEPS]
-    return Sweep(f"n-step, {critic} critic", list(N_STEPS), rows, batch_size, n_batches)
+    r""":math:`\Psi_t = \gamma^t \hat A^{(n)}_t` for every n of ``N_STEPS``; the episodes of :func:`lambda_sweep`."""
+    table = lesson_critic(critic)
+    return _sweep("n-step", critic, N_STEPS, [critic_psi("n_step", table, n=n) for n in N_STEPS],
+                  [f"{n}-step" for n in N_STEPS], batch_size, n_batches, seed)
 
 
 @dataclass
@@ -306,8 +337,12 @@ class BiasScan:
 
     scales: list[float]
     rmse: list[float]                      # the critic's RMS error at each scale
-    bias: dict[str, np.ndarray]            # label -> bias norm at each scale
-    bias_se: dict[str, np.ndarray]
+    bias: dict[str, np.ndarray]            # label -> ‖ḡ − ∇J‖ at each scale (about the noise with no bias, not 0)
+    bias_se: dict[str, np.ndarray]         # label -> the noise √(tr Σ / n): what ‖ḡ − ∇J‖ is with no bias
+
+    def corrected(self, label: str) -> np.ndarray:
+        r"""The noise-corrected bias :math:`\sqrt{\max(0, \lVert\bar g - \nabla J\rVert^2 - \operatorname{tr}\Sigma/n)}`."""
+        return np.sqrt(np.maximum(0.0, self.bias[label] ** 2 - self.bias_se[label] ** 2))
 
 
 BIAS_FORMS = {"TD residual (λ = 0)": 0.0, "GAE(λ = 0.5)": 0.5, "GAE(λ = 0.9)": 0.9,
@@ -327,8 +362,9 @@ def bias_scan(scales: Sequence[float] = (0.0, 0.5, 1.0, 1.5, 2.0), batch_size: i
     for i, eps in enumerate(scales):
         table = exact_v + eps * (learned - exact_v)
         rmse.append(critic_error(mdp, logits, table))
-        for label, lam in BIAS_FORMS.items():
-            x = gradient_samples(mdp, logits, critic_psi("gae", table, lam=lam), batch_size, n_batches, seed)
+        xs = gradient_samples_shared(mdp, logits, [critic_psi("gae", table, lam=lam) for lam in BIAS_FORMS.values()],
+                                     batch_size, n_batches, seed)
+        for label, x in zip(BIAS_FORMS, xs):
             row = summarize(x, g, label)
             bias[label][i], bias_se[label][i] = row.bias, row.bias_se
     return BiasScan(list(scales), rmse, bias, bias_se)
