@@ -146,6 +146,19 @@ def expected_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, treatment:
     return _grad(logits, torch.log_softmax(ref_logits.detach(), -1), treatment)
 
 
+def penalty_gradient(penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    r"""``grad(logits, ref_logits)``: the exact expected gradient, in the logits, of the per-token ``penalty(logp,
+    ref_logp)`` put in the loss with the samples held fixed (:func:`expected_gradient` with it as the
+    treatment). A learner's penalty goes in; which KL it follows comes out."""
+    if not callable(penalty):
+        raise TypeError(f"penalty must be a function penalty(logp, ref_logp), got {type(penalty).__name__}")
+
+    def grad(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+        return expected_gradient(logits, ref_logits, penalty)
+    grad.__name__ = f"expected_gradient_of_{getattr(penalty, '__name__', 'penalty')}"
+    return grad
+
+
 def sample_gradients(logits: torch.Tensor, ref_logits: torch.Tensor, treatment: Treatment, n: int,
                      seed: int | torch.Generator = 0) -> torch.Tensor:
     r"""``n`` single-sample gradient estimates, shaped (n, ..., K): draw :math:`x\sim\pi` and differentiate the
@@ -234,7 +247,7 @@ def regularized_optimum(reward: torch.Tensor, ref_logits: torch.Tensor, beta: fl
     r = reward.double()
     top = r.max(-1, keepdim=True).values
     lo, hi = top, top + beta
-    for _ in range(200):  # the total mass is decreasing in lambda: 1 at the root
+    for _ in range(64):  # the total mass is decreasing in lambda: 1 at the root; 2^-64 of beta: exact in float64
         mid = 0.5 * (lo + hi)
         heavy = (beta * ref / (mid - r)).sum(-1, keepdim=True) > 1
         lo, hi = torch.where(heavy, mid, lo), torch.where(heavy, hi, mid)

@@ -208,3 +208,11 @@ def test_a_callable_penalty_is_a_treatment_in_the_loss():
     assert bias_test(kl.sample_gradients(z, r, k3, 5000, seed=2), kl.kl_gradient(z, r, "forward")).unbiased()
     with pytest.raises(ValueError, match="shaped like logp"):
         kl.expected_gradient(z, r, lambda logp, ref_logp: (logp - ref_logp).sum())
+
+
+def test_penalty_gradient_wraps_a_learners_penalty():
+    z, r = pair((4,), 12)
+    grad = kl.penalty_gradient(lambda logp, ref_logp: 0.5 * (logp - ref_logp) ** 2)
+    torch.testing.assert_close(grad(z, r), kl.kl_gradient(z, r, "reverse"), rtol=0, atol=1e-13)
+    with pytest.raises(TypeError, match="penalty"):
+        kl.penalty_gradient("k2")
