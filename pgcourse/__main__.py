@@ -1,7 +1,8 @@
-"""The command line: ``python -m pgcourse {student,grade,figures,bench} ...``.
+"""The command line: ``python -m pgcourse {student,grade,autograder,figures,bench} ...``.
 
-Each sub-command lives in its own module (``pgcourse.student``, ``pgcourse.grading``,
-``pgcourse.figures``, ``pgcourse.bench``) and exposes ``add_arguments(parser)`` and ``main(args)``.
+Each sub-command lives in its own module (``pgcourse.student``, ``pgcourse.grading.grade``,
+``pgcourse.grading.autograder``, ``pgcourse.figures``, ``pgcourse.bench``) and exposes
+``add_arguments(parser)`` and ``main(args)``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 COMMANDS = {
     "student": ("pgcourse.student", "write the student notebooks from notebooks/solutions (--check: report drift)"),
     "grade": ("pgcourse.grading.grade", "grade submitted notebooks with nbval; exit 0 only if every exercise passes"),
+    "autograder": ("pgcourse.grading.autograder", "write a Gradescope autograder zip for one notebook"),
     "figures": ("pgcourse.figures", "regenerate every figure in figures/"),
     "bench": ("pgcourse.bench", "run a benchmark and print its figures"),
 }

@@ -19,7 +19,7 @@ def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 def test_help_lists_the_commands():
     out = run("--help")
     assert out.returncode == 0, out.stderr
-    for command in ("student", "grade", "figures", "bench"):
+    for command in ("student", "grade", "autograder", "figures", "bench"):
         assert command in out.stdout
 
 
@@ -27,6 +27,18 @@ def test_bench_help_lists_kernels():
     out = run("bench", "--help")
     assert out.returncode == 0, out.stderr
     assert "kernels" in out.stdout and "--json" in out.stdout and "--quick" in out.stdout
+    assert "grade" in out.stdout
+
+
+def test_grade_and_autograder_help_name_their_options():
+    out = run("grade", "--help")
+    assert out.returncode == 0, out.stderr
+    for option in ("--secret", "--summary", "--gradescope", "--jobs", "--notebook", "--run-all"):
+        assert option in out.stdout
+    out = run("autograder", "--help")
+    assert out.returncode == 0, out.stderr
+    for option in ("--notebook", "--out", "--wheels"):
+        assert option in out.stdout
 
 
 @pytest.mark.slow

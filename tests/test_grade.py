@@ -438,6 +438,7 @@ def test_identify_by_metadata_file_name_and_assignment(tmp_path):
         grade.identify(meta, Path("x.ipynb"), tmp_path, expected="01")
     with pytest.raises(grade.Refused, match="cannot tell"):
         grade.identify({"metadata": {}}, Path("homework.ipynb"), tmp_path)
+    assert grade.identify({"metadata": {}}, Path("homework.ipynb"), tmp_path, expected="02").name == "02_b.ipynb"
 
 
 def _exercises(nb, tmp_path):

@@ -48,8 +48,9 @@ from pathlib import Path
 
 from .recorder import CONFIG_ENV, _kernel_startup, _sign  # noqa: F401  (re-exported)
 from .reference import (CHECK_CALL, DEFAULT_SOLUTIONS, GRADING_DIR, PACKAGE_DIR, PASS_LINE, ROOT,  # noqa: F401
-                        GradingError, Reference, RefExercise, Refused, identify, is_check_cell, is_exercise_cell,
-                        load_reference)
+                        GradingError, Reference, RefExercise, Refused, _match_expected, identify, is_check_cell,
+                        is_exercise_cell, load_reference)
+from .autograder import write_results
 from .heldout import SECRET_ENV, new_secret, seed_for
 from .report import (GRADEBOOK_COLUMNS, RESULTS, SUMMARY_COLUMNS, Report, Row, _first_line,  # noqa: F401
                      _verdict, format_report, one_line, summary_path, write_gradebook, write_summary)
@@ -140,12 +141,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", default=None,
                         help="write the one-row-per-learner summary CSV here (default: next to the gradebook, "
                              "gradebook-summary.csv)")
+    parser.add_argument("--gradescope", default=None, metavar="RESULTS_JSON",
+                        help="also write Gradescope's results.json here (one submission; see pgcourse autograder)")
     parser.add_argument("--run-all", action="store_true",
                         help="also run the cells after the last check (they cannot change a grade)")
 
 
+def _assignment(solutions: Path, notebook: str | None) -> Reference | None:
+    if not notebook:
+        return None
+    refs = {p.name: p for p in sorted(Path(solutions).glob("*.ipynb"))}
+    return load_reference(refs[_match_expected(notebook, refs)])
+
+
 def main(args: argparse.Namespace) -> int:
     paths, folder = find_submissions(args.submissions)
+    if not paths and args.gradescope:
+        write_results(Path(args.gradescope), [], _assignment(Path(args.solutions), args.notebook),
+                      "no .ipynb notebook in the submission")
+        print(f"no notebooks to grade; wrote {args.gradescope}")
+        return 1
     if not paths:
         raise SystemExit("no notebooks to grade")
     keep = Path(args.keep) if args.keep else None
@@ -169,6 +184,9 @@ def main(args: argparse.Namespace) -> int:
     if summary:
         write_summary(reports, Path(summary))
         print(f"wrote summary {summary}")
+    if args.gradescope:
+        write_results(Path(args.gradescope), reports, _assignment(Path(args.solutions), args.notebook))
+        print(f"wrote {args.gradescope}")
     n_pass = sum(r.passed for r in reports)
     if len(reports) > 1:
         print(f"{n_pass}/{len(reports)} submissions pass every exercise")

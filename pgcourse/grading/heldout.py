@@ -59,12 +59,16 @@ def summarize(name: str, visible: Any, held: Any | None) -> dict:
     """The record of one graded check from its visible and held-out :class:`~pgcourse.grading.Outcome`.
 
     Keys: ``result`` (pass/fail), ``message``, ``cases`` (visible cases run), ``points``,
-    ``max_points``, ``held_out`` (``"k/n"``, or ``""`` when not run).
+    ``max_points``, ``held_out`` (``"k/n"``, or ``""`` when not run), and for a report of the visible
+    and the held-out part on their own: ``visible`` (``"k/n"``), ``visible_failure`` (the first failing
+    visible case: input, expected, got) and ``held_out_failure`` (the first failing held-out case's
+    note and reason only, not its input).
     """
     top = visible.max_points
     if not visible.attempted:
         return {"result": "fail", "message": f"○ {name}: not attempted (raise NotImplementedError)", "cases": 0,
-                "points": 0.0, "max_points": top, "held_out": ""}
+                "points": 0.0, "max_points": top, "held_out": "", "visible": f"0/{visible.n_cases}",
+                "visible_failure": "not attempted (raise NotImplementedError)", "held_out_failure": ""}
     shares = [_share(visible)] + ([_share(held)] if held is not None else [])
     points = top * min(shares)
     held_text = f"{held.n_passed if held.attempted else 0}/{held.n_cases}" if held is not None else ""
@@ -72,10 +76,14 @@ def summarize(name: str, visible: Any, held: Any | None) -> dict:
     ok = visible.n_passed == visible.n_cases and held_ok
     line = (f"{'✓' if ok else '✗'} {name}: {visible.n_passed}/{visible.n_cases} cases"
             + (f", held-out {held_text}" if held is not None else "") + f", {_points(points)}/{_points(top)} points")
+    held_failure = ""
+    if not held_ok:
+        first = (held.failure or "").splitlines()[0] if held.attempted else "raised NotImplementedError"
+        held_failure = f"Held-out {first[0].lower() + first[1:] if first else 'cases fail'}"
     if visible.failure:
         line += f". {visible.failure}"
-    elif not held_ok:
-        first = (held.failure or "").splitlines()[0] if held.attempted else "raised NotImplementedError"
-        line += f". Held-out {first[0].lower() + first[1:] if first else 'cases fail'}"
+    elif held_failure:
+        line += f". {held_failure}"
     return {"result": "pass" if ok else "fail", "message": line, "cases": visible.n_cases, "points": points,
-            "max_points": top, "held_out": held_text}
+            "max_points": top, "held_out": held_text, "visible": f"{visible.n_passed}/{visible.n_cases}",
+            "visible_failure": visible.failure or "", "held_out_failure": held_failure}

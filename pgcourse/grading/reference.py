@@ -98,7 +98,10 @@ def load_reference(path: Path) -> Reference:
 
 
 def identify(nb, sub_path: Path, solutions: Path, expected: str | None = None) -> Path:
-    """The reference solution notebook of a submission, or :class:`Refused` with the reason."""
+    """The reference solution notebook of a submission, or :class:`Refused` with the reason.
+
+    By its ``pgcourse.generated_from`` metadata, else its file name, else the assignment ``expected``.
+    """
     refs = {p.name: p for p in sorted(solutions.glob("*.ipynb"))}
     if not refs:
         raise GradingError(f"no solution notebooks in {solutions}")
@@ -111,6 +114,8 @@ def identify(nb, sub_path: Path, solutions: Path, expected: str | None = None) -
                           f"(known: {', '.join(sorted(refs))})")
     else:
         hits = sorted((p for p in refs if Path(p).stem in sub_path.name), key=len)
+        if not hits and expected:                # the assignment says which (a file renamed by the learner)
+            hits = [_match_expected(expected, refs)]
         if not hits:
             raise Refused("cannot tell which course notebook this is: no pgcourse metadata and the file name "
                           f"names none of {', '.join(sorted(refs))}")

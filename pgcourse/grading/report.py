@@ -26,6 +26,7 @@ class Row:
     max_points: float = 0.0
     held_out: str = ""       # "k/n" held-out cases passed; "" when they did not run
     seconds: float = 0.0     # the check's own time in the kernel (visible and held-out cases)
+    detail: dict = field(default_factory=dict)   # visible ("k/n"), visible_failure, held_out_failure
 
 
 @dataclass
@@ -104,7 +105,11 @@ def _verdict(ex: RefExercise, index: int | None, records: list[dict], cell: dict
     if len(records) == 1:
         row.held_out = str(records[0].get("held_out", ""))
         row.seconds = float(records[0].get("seconds", 0.0) or 0.0)
+        row.detail = {k: str(records[0][k]) for k in DETAIL if k in records[0]}
     return row
+
+
+DETAIL = ("visible", "visible_failure", "held_out_failure")
 
 
 def _verdict_of(ex: RefExercise, index: int | None, records: list[dict], cell: dict | None, stopped: str) -> Row:
