@@ -29,9 +29,9 @@ def sft(task):
     return pretrained_policy(task, sft_steps=30)
 
 
-def _rollout(policy, task, seed=0, **kw):
-    kw = {"prompts_per_step": 6, "group_size": 4, **kw}
-    return rollout(policy, make_policy(task, seed=99), task, torch.Generator().manual_seed(seed), beta=0.1, **kw)
+def _rollout(policy, task, seed=0, reward_fn=None, **kw):
+    config = GRPOConfig(**{"prompts_per_step": 6, "group_size": 4, "beta": 0.1, **kw})
+    return rollout(policy, make_policy(task, seed=99), task, config, torch.Generator().manual_seed(seed), reward_fn)
 
 
 def _grads(policy):
@@ -42,6 +42,7 @@ def _grads(policy):
 
 def test_rollout_groups_rewards_and_advantages(task, sft):
     b = _rollout(sft, task, temperature=0.8)
+    assert repr(b).startswith("Rollout(24 completions in groups of 4")
     N, G = 24, 4
     assert len(b) == N and b.group_size == G and b.samples == N
     assert b.completions.shape == b.mask.shape == b.old_logp.shape == b.ref_logp.shape == (N, task.completion_len)
@@ -76,8 +77,10 @@ def test_format_bonus_and_k1_reward_penalty(task, sft):
     want = b.correct + task.well_formed(b.completions) - 0.1 * k1
     assert torch.allclose(b.rewards, want)
     assert torch.allclose(b.advantages, group_advantages(want.view(6, 4)).view(-1))
-    with pytest.raises(ValueError, match="kl_penalty"):
-        _rollout(sft, task, kl_penalty="k2")
+    with pytest.raises(TypeError, match="config"):
+        rollout(sft, sft, task, {"beta": 0.1}, torch.Generator())
+    with pytest.raises(TypeError, match="gen"):
+        rollout(sft, sft, task, GRPOConfig(), 0)
 
 
 def test_dynamic_sampling_drops_zero_variance_groups(task, sft):

@@ -15,18 +15,19 @@ and a KL penalty to a frozen reference policy (the k3 estimator):
 
 The loss averages :math:`\ell_{i,t}` over valid tokens in one of three ways (``loss_type``).
 
-Modules: :mod:`.loss` (the formulas), :mod:`.rollout` (groups, rewards, advantages, dynamic sampling),
+Modules: :mod:`.config` (the hyper-parameters), :mod:`.loss` (the formulas), :mod:`.rollout` (groups, rewards, advantages, dynamic sampling),
 :mod:`.step` (a gradient in microbatches), :mod:`.train` (the loop, the evaluation),
 :mod:`.pretrain` (the SFT'd starting policy).
 """
 from .loss import (LOSS_TYPES, aggregate_tokens, as_mask, group_advantages, grpo_loss, kl_estimators, kl_k1, kl_k2,
                    kl_k3, leave_one_out_baseline, token_weights)
+from .config import BASELINES, KL_PENALTIES, GRPOConfig
 from .pretrain import make_policy, pretrained_policy
-from .rollout import BASELINES, KL_PENALTIES, Rollout, advantages_from_rewards, rollout
+from .rollout import Rollout, advantages_from_rewards, rollout
 from .step import microbatch_step
-from .train import EVAL_FIELDS, STEP_FIELDS, GRPOConfig, GRPOHistory, answer_probability, evaluate, train
+from .train import EVAL_FIELDS, STEP_FIELDS, GRPOHistory, answer_probability, evaluate, lr_schedule, train
 
 __all__ = ["LOSS_TYPES", "BASELINES", "KL_PENALTIES", "EVAL_FIELDS", "STEP_FIELDS", "aggregate_tokens", "as_mask",
            "group_advantages", "grpo_loss", "kl_estimators", "kl_k1", "kl_k2", "kl_k3", "leave_one_out_baseline",
            "token_weights", "make_policy", "pretrained_policy", "Rollout", "advantages_from_rewards", "rollout",
-           "microbatch_step", "GRPOConfig", "GRPOHistory", "answer_probability", "evaluate", "train"]
+           "microbatch_step", "GRPOConfig", "GRPOHistory", "answer_probability", "evaluate", "lr_schedule", "train"]

@@ -22,10 +22,8 @@ from torch import nn
 
 from ..tinylm import completion_logp, sample
 from ..validate import float_tensor, one_of, positive_float
+from .config import BASELINES, GRPOConfig
 from .loss import group_advantages, leave_one_out_baseline
-
-BASELINES = ("group_mean", "leave_one_out", "none")
-KL_PENALTIES = ("loss_k3", "reward_k1")
 
 
 @dataclass
@@ -55,6 +53,10 @@ class Rollout:
     def lengths(self) -> torch.Tensor:
         """Valid tokens per completion (EOS included)."""
         return self.mask.sum(1)
+
+    def __repr__(self) -> str:
+        return (f"Rollout({len(self)} completions in groups of {self.group_size}, {self.completions.shape[1]} slots, "
+                f"accuracy {float(self.correct.mean()):.3f}, mean length {float(self.lengths.float().mean()):.2f})")
 
     def rows(self, index) -> "Rollout":
         """The rollout restricted to rows ``index`` (a slice, or a tensor of indices)."""
@@ -104,44 +106,44 @@ def _draw(policy: nn.Module, ref: nn.Module, task, n_prompts: int, group_size: i
             "ref_logp": ref_logp, "rewards": rewards.to(roll.logp.dtype), "correct": correct}
 
 
-def rollout(policy: nn.Module, ref: nn.Module, task, gen: torch.Generator, *, prompts_per_step: int = 16,
-            group_size: int = 8, temperature: float = 1.0, baseline: str = "group_mean", scale_rewards: bool = True,
-            kl_penalty: str = "loss_k3", beta: float = 0.0, dynamic_sampling: bool = False, max_refills: int = 4,
-            format_bonus: float = 0.0, reward_fn: Callable | None = None) -> Rollout:
-    """Sample ``prompts_per_step`` prompts × ``group_size`` completions and score them (see the module).
+def rollout(policy: nn.Module, ref: nn.Module, task, config: GRPOConfig, gen: torch.Generator,
+            reward_fn: Callable | None = None) -> Rollout:
+    """Sample ``config.prompts_per_step`` prompts × ``config.group_size`` completions at ``config.temperature``
+    and score them (see the module).
 
     The training reward is ``reward_fn(prompts, completions)`` if given, else the verifier
-    ``task.reward`` plus ``format_bonus · task.well_formed``; with ``dynamic_sampling`` up to
-    ``max_refills`` more draws replace the zero-variance groups (if still short, the batch is smaller;
-    if no group has any signal the first draw is kept: its advantages are 0).
+    ``task.reward`` plus ``config.format_bonus · task.well_formed``. With ``config.dynamic_sampling``
+    up to ``config.max_refills`` more draws replace the zero-variance groups (if still short, the batch
+    is smaller; if no group has any signal the first draw is kept: its advantages are 0).
     """
-    one_of(kl_penalty, "kl_penalty", KL_PENALTIES)
-    if format_bonus and reward_fn is None:
-        reward_fn = lambda p, c: task.reward(p, c) + format_bonus * task.well_formed(c)  # noqa: E731
-    G = group_size
+    if not isinstance(config, GRPOConfig):
+        raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
+    if not isinstance(gen, torch.Generator):
+        raise TypeError(f"gen must be a torch.Generator, got {type(gen).__name__}")
+    B, G = config.prompts_per_step, config.group_size
+    if config.format_bonus and reward_fn is None:
+        reward_fn = lambda p, c: task.reward(p, c) + config.format_bonus * task.well_formed(c)  # noqa: E731
     parts, samples, zero_var, kept_groups = [], 0, None, 0
-    for draw in range(1 + (max_refills if dynamic_sampling else 0)):
-        d = _draw(policy, ref, task, prompts_per_step, G, temperature, gen, reward_fn)
+    for _ in range(1 + (config.max_refills if config.dynamic_sampling else 0)):
+        d = _draw(policy, ref, task, B, G, config.temperature, gen, reward_fn)
         samples += d["prompts"].shape[0]
         r = d["rewards"].view(-1, G)
         informative = (r != r[:, :1]).any(1)
         if zero_var is None:
-            zero_var = float((~informative).float().mean())
-            first = d
-        if not dynamic_sampling:
+            zero_var, first = float((~informative).float().mean()), d
+        if not config.dynamic_sampling:
             parts = [d]
             break
-        keep = informative.repeat_interleave(G)
-        parts.append({k: v[keep] for k, v in d.items()})
+        parts.append({k: v[informative.repeat_interleave(G)] for k, v in d.items()})
         kept_groups += int(informative.sum())
-        if kept_groups >= prompts_per_step:
+        if kept_groups >= B:
             break
-    if dynamic_sampling and kept_groups == 0:
+    if config.dynamic_sampling and kept_groups == 0:
         parts = [first]
-    data = {k: torch.cat([p[k] for p in parts])[: prompts_per_step * G] for k in first}
+    data = {k: torch.cat([p[k] for p in parts])[: B * G] for k in first}
     rewards = data["rewards"]
-    if kl_penalty == "reward_k1" and beta > 0:   # k1 = log π_old − log π_ref per token, summed over the completion
-        rewards = rewards - beta * ((data["old_logp"] - data["ref_logp"]) * data["mask"]).sum(1)
-    adv = advantages_from_rewards(rewards.view(-1, G), baseline, scale_rewards).view(-1)
+    if config.kl_penalty == "reward_k1" and config.beta > 0:   # k1 = log π_old − log π_ref per token, summed
+        rewards = rewards - config.beta * ((data["old_logp"] - data["ref_logp"]) * data["mask"]).sum(1)
+    adv = advantages_from_rewards(rewards.view(-1, G), config.baseline, config.scale_rewards).view(-1)
     return Rollout(data["prompts"], data["completions"], data["mask"], data["old_logp"], data["ref_logp"],
                    rewards, data["correct"], adv, G, zero_var, samples)

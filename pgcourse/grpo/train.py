@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -20,63 +20,10 @@ from torch import nn
 from ..device import generator as make_generator
 from ..device import torch_threads
 from ..tinylm import sample, sequence_logp
-from ..validate import one_of, positive_float, positive_int
-from .loss import LOSS_TYPES
-from .rollout import BASELINES, KL_PENALTIES, rollout
+from ..validate import positive_int
+from .config import GRPOConfig
+from .rollout import rollout
 from .step import microbatch_step
-
-
-@dataclass
-class GRPOConfig:
-    """Every hyper-parameter of :func:`train`, in one place (CleanRL style)."""
-
-    steps: int = 60                  # rollout batches
-    prompts_per_step: int = 16       # B prompts per batch
-    group_size: int = 8              # G completions per prompt
-    epochs: int = 2                  # μ: gradient steps on each batch (old_logp = the sampling policy)
-    microbatch_size: int | None = None   # rows per backward (None: the whole batch); the gradient is the same
-    lr: float = 2e-3
-    warmup_steps: int = 5            # the learning rate ramps up linearly over these first steps
-    anneal_lr: bool = True           # then decays linearly to 0 at the last step
-    clip_eps: float = 0.2
-    beta: float = 0.04               # weight of the KL to the reference
-    kl_penalty: str = "loss_k3"      # "loss_k3" (β·k3 per token in the loss) | "reward_k1" (r − β·Σ k1)
-    loss_type: str = "grpo"          # "grpo" | "bnpo" | "dr_grpo"
-    baseline: str = "group_mean"     # "group_mean" (GRPO) | "leave_one_out" (RLOO) | "none" (A = r)
-    scale_rewards: bool = True       # divide by the group's std (+ 1e-4)
-    dynamic_sampling: bool = False   # drop zero-variance groups and refill (DAPO)
-    max_refills: int = 4
-    format_bonus: float = 0.0        # training reward = verifier + format_bonus · well_formed
-    temperature: float = 1.0
-    max_grad_norm: float = 1.0
-    eval_every: int = 10
-    eval_k: int = 8                  # pass@k's k
-
-    def __post_init__(self):
-        for name in ("steps", "prompts_per_step", "group_size", "epochs", "eval_every", "warmup_steps", "eval_k"):
-            setattr(self, name, positive_int(getattr(self, name), name))
-        if self.microbatch_size is not None:
-            self.microbatch_size = positive_int(self.microbatch_size, "microbatch_size")
-        if isinstance(self.max_refills, bool) or not isinstance(self.max_refills, int) or self.max_refills < 0:
-            raise ValueError(f"max_refills must be a non-negative int, got {self.max_refills!r}")
-        for name in ("lr", "clip_eps", "max_grad_norm", "temperature"):
-            setattr(self, name, positive_float(getattr(self, name), name))
-        for name in ("beta", "format_bonus"):
-            setattr(self, name, positive_float(getattr(self, name), name, allow_zero=True))
-        for name in ("anneal_lr", "scale_rewards", "dynamic_sampling"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
-        one_of(self.loss_type, "loss_type", LOSS_TYPES)
-        one_of(self.baseline, "baseline", BASELINES)
-        one_of(self.kl_penalty, "kl_penalty", KL_PENALTIES)
-        if self.group_size < 2 and (self.scale_rewards or self.baseline != "none"):
-            raise ValueError("group_size must be at least 2 for a group baseline or std scaling")
-
-    def replace(self, **changes) -> "GRPOConfig":
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            raise TypeError(f"unknown GRPOConfig field(s): {sorted(unknown)}")
-        return GRPOConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
 
 
 STEP_FIELDS = ("reward", "accuracy", "length", "length_correct", "length_wrong", "zero_variance", "samples",
@@ -142,6 +89,15 @@ def _mean_where(x: torch.Tensor, where: torch.Tensor) -> float:
     return float(x[where].float().mean()) if bool(where.any()) else math.nan
 
 
+def lr_schedule(opt: torch.optim.Optimizer, config: GRPOConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate ramps up linearly over ``config.warmup_steps`` steps (Adam's first steps move every
+    weight by about lr, whatever its gradient), then decays linearly to 0 at the last step (``anneal_lr``)."""
+    def factor(k: int) -> float:  # k = steps taken so far
+        decay = 1.0 - k / config.steps if config.anneal_lr else 1.0
+        return min((k + 1) / config.warmup_steps, decay)
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 @torch_threads(1)   # tiny matrices: one thread avoids OpenMP barriers (see pgcourse.device.torch_threads)
 def train(policy: nn.Module, task, config: GRPOConfig | None = None, *, ref: nn.Module | None = None,
           eval_prompts: torch.Tensor | None = None, reward_fn: Callable | None = None, seed: int = 0,
@@ -156,71 +112,71 @@ def train(policy: nn.Module, task, config: GRPOConfig | None = None, *, ref: nn.
     if not isinstance(config, GRPOConfig):
         raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
     dev = next(policy.parameters()).device
-    g = make_generator(seed, dev)
     ref = copy.deepcopy(policy) if ref is None else ref
     ref.requires_grad_(False)
     eval_prompts = task.sample_prompts(512, seed=10_000 + seed, device=dev) if eval_prompts is None else eval_prompts
-    opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
-
-    def lr_factor(k: int) -> float:  # k = steps taken so far; Adam's first steps move every weight by ~lr: ramp up
-        decay = 1.0 - k / config.steps if config.anneal_lr else 1.0
-        return min((k + 1) / config.warmup_steps, decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    loss_beta = config.beta if config.kl_penalty == "loss_k3" else 0.0
     hist = GRPOHistory()
-
-    def record_eval(step: int) -> None:
-        ev = evaluate(policy, task, eval_prompts, config.temperature, config.eval_k)
-        hist.eval_steps.append(step)
-        hist.eval_accuracy.append(ev["accuracy"])
-        hist.eval_pass_at_k.append(ev["pass_at_k"])
-        hist.eval_greedy_accuracy.append(ev["greedy_accuracy"])
-        hist.eval_accuracy_by_length.append(ev["accuracy_by_length"])
-
-    record_eval(0)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.steps, desc=f"{config.baseline}/{config.loss_type}", leave=False)
+    record_eval(hist, 0, policy, task, eval_prompts, config)
+    bar = _progress_bar(config) if progress else None
     t0, c0 = time.perf_counter(), time.process_time()
+
+    gen = make_generator(seed, dev)
+    opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    schedule = lr_schedule(opt, config)
     for step in range(1, config.steps + 1):
-        batch = rollout(policy, ref, task, g, prompts_per_step=config.prompts_per_step, group_size=config.group_size,
-                        temperature=config.temperature, baseline=config.baseline, scale_rewards=config.scale_rewards,
-                        kl_penalty=config.kl_penalty, beta=config.beta, dynamic_sampling=config.dynamic_sampling,
-                        max_refills=config.max_refills, format_bonus=config.format_bonus, reward_fn=reward_fn)
-        later = []
-        for epoch in range(config.epochs):
+        batch = rollout(policy, ref, task, config, gen, reward_fn)     # π_old = the policy now
+        epochs = []
+        for _ in range(config.epochs):                                  # μ gradient steps on the same batch
             opt.zero_grad()
-            stats = microbatch_step(policy, batch, config.microbatch_size, loss_type=config.loss_type,
-                                    clip_eps=config.clip_eps, beta=loss_beta, temperature=config.temperature)
+            epochs.append(microbatch_step(policy, batch, config.microbatch_size, loss_type=config.loss_type,
+                                          clip_eps=config.clip_eps, beta=config.loss_beta,
+                                          temperature=config.temperature))
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             opt.step()
-            if epoch == 0:
-                first = stats
-            else:
-                later.append(stats)
         schedule.step()
-        ok = batch.correct > 0.5
-        lengths = batch.lengths
-        hist.reward.append(float(batch.rewards.mean()))
-        hist.accuracy.append(float(ok.float().mean()))
-        hist.length.append(float(lengths.float().mean()))
-        hist.length_correct.append(_mean_where(lengths, ok))
-        hist.length_wrong.append(_mean_where(lengths, ~ok))
-        hist.zero_variance.append(batch.zero_variance)
-        hist.samples.append(batch.samples)
-        hist.entropy.append(first["entropy"])
-        hist.clip_fraction.append(sum(s["clip_fraction"] for s in later) / len(later) if later else 0.0)
-        hist.kl_old.append(sum(s["kl_old"] for s in later) / len(later) if later else 0.0)
-        hist.kl_ref.append(first["kl_ref"])
-        hist.loss.append(first["loss"])
-        hist.seconds.append(time.perf_counter() - t0)
-        hist.cpu_seconds.append(time.process_time() - c0)
+
+        record_step(hist, batch, epochs, time.perf_counter() - t0, time.process_time() - c0)
         if step % config.eval_every == 0 or step == config.steps:
-            record_eval(step)
+            record_eval(hist, step, policy, task, eval_prompts, config)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(acc=f"{hist.accuracy[-1]:.2f}", eval=f"{hist.eval_accuracy[-1]:.2f}")
     if bar is not None:
         bar.close()
     return hist
+
+
+def _progress_bar(config: GRPOConfig):
+    from tqdm.auto import tqdm
+    return tqdm(total=config.steps, desc=f"{config.baseline}/{config.loss_type}", leave=False)
+
+
+def record_step(hist: GRPOHistory, batch, epochs: list[dict], seconds: float, cpu_seconds: float) -> None:
+    """Append one step's :data:`STEP_FIELDS` to ``hist`` (``epochs``: the stats of each microbatch_step)."""
+    ok = batch.correct > 0.5
+    lengths = batch.lengths
+    first, later = epochs[0], epochs[1:]
+    hist.reward.append(float(batch.rewards.mean()))
+    hist.accuracy.append(float(ok.float().mean()))
+    hist.length.append(float(lengths.float().mean()))
+    hist.length_correct.append(_mean_where(lengths, ok))
+    hist.length_wrong.append(_mean_where(lengths, ~ok))
+    hist.zero_variance.append(batch.zero_variance)
+    hist.samples.append(batch.samples)
+    hist.entropy.append(first["entropy"])
+    hist.clip_fraction.append(sum(s["clip_fraction"] for s in later) / len(later) if later else 0.0)
+    hist.kl_old.append(sum(s["kl_old"] for s in later) / len(later) if later else 0.0)
+    hist.kl_ref.append(first["kl_ref"])
+    hist.loss.append(first["loss"])
+    hist.seconds.append(seconds)
+    hist.cpu_seconds.append(cpu_seconds)
+
+
+def record_eval(hist: GRPOHistory, step: int, policy: nn.Module, task, prompts: torch.Tensor, config: GRPOConfig) -> None:
+    """Append one evaluation's :data:`EVAL_FIELDS` to ``hist``."""
+    ev = evaluate(policy, task, prompts, config.temperature, config.eval_k)
+    hist.eval_steps.append(step)
+    hist.eval_accuracy.append(ev["accuracy"])
+    hist.eval_pass_at_k.append(ev["pass_at_k"])
+    hist.eval_greedy_accuracy.append(ev["greedy_accuracy"])
+    hist.eval_accuracy_by_length.append(ev["accuracy_by_length"])
