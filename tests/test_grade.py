@@ -273,7 +273,7 @@ def test_correct_submission_passes(graded):
     rows = book_rows(graded, "correct")
     assert {k: (float(r["points"]), float(r["max_points"]), r["held_out"]) for k, r in rows.items()} == {
         "99.double": (2.0, 2.0, "4/4"), "99.total": (1.0, 1.0, "2/2")}
-    assert all(float(r["seconds"]) > 0 for r in rows.values())
+    assert all(float(r["seconds"]) >= 0 for r in rows.values())     # the check's own time (tiny here)
     assert "score: 3/3 points, 2/2 exercises pass; graded in" in printed
     assert rc == 1, "other submissions fail, so the command exits 1"
 

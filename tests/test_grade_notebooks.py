@@ -36,6 +36,13 @@ def exercise_names(path: Path) -> list[str]:
     return [e.name for e in grade.load_reference(path).exercises]
 
 
+def exercises_or_skip(path: Path) -> list[str]:
+    names = exercise_names(path)
+    if not names:
+        pytest.skip(f"{path.name} has no exercises")
+    return names
+
+
 def mixed_plan(names: list[str]) -> tuple[dict[str, str], list[str]]:
     """The first exercise wrong, the last one's check cell tampered (the same one when there is one)."""
     return {names[0]: "wrong"}, [names[-1]]
@@ -72,9 +79,7 @@ def graded(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_a_correct_submission_gets_full_marks(graded, path):
-    names = exercise_names(path)
-    if not names:
-        pytest.skip(f"{path.name} has no exercises")
+    names = exercises_or_skip(path)
     rc, printed, table, summary = graded
     rows = table[(path.stem, "correct")]
     assert list(rows) == names, printed
@@ -91,10 +96,7 @@ def test_a_correct_submission_gets_full_marks(graded, path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_a_wrong_answer_fails_naming_its_case_and_a_tampered_check_does_not_pass(graded, path):
-    names = exercise_names(path)
-    if not names:
-        pytest.skip(f"{path.name} has no exercises")
-    answers, tamper = mixed_plan(names)
+    names = exercises_or_skip(path)
     rows = graded[2][(path.stem, "mixed")]
     assert list(rows) == names
     assert all(r["result"] != "pass" for r in rows.values()), rows

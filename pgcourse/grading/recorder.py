@@ -216,7 +216,7 @@ def _kernel_startup() -> None:
                     record(name, "fail", f"{name}: {type(err).__name__}: {err}")
                     raise
                 fail_if_changed(name)
-                record(name, **summary(name, visible, held), seconds=round(clock() - t0, 3))
+                record(name, **summary(name, visible, held), seconds=round(clock() - t0, 4))
                 last[name] = visible.passed
                 announce(visible)                          # prints the ✓/○ line, or raises ExerciseFailed
             finally:
