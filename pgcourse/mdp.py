@@ -260,6 +260,52 @@ class TabularMDP:
         return cls(P, Rw, mu0, gamma=gamma, horizon=horizon, terminal=terminal, name=name)
 
 
+def all_episodes(mdp: TabularMDP, logits: torch.Tensor, max_episodes: int = 200_000) -> tuple[Episodes, torch.Tensor]:
+    r"""Every trajectory the softmax policy can produce in ``mdp``, and its probability: ``(episodes, p)``.
+
+    ``episodes`` is laid out as :meth:`TabularMDP.sample` lays out samples (one per row, time last, padded
+    to the horizon); ``p`` (M,) sums to 1, with :math:`p(\tau) = \mu_0(s_0)\prod_t \pi(a_t\mid s_t)
+    P(s_{t+1}\mid s_t, a_t)`. So an expectation over episodes is an exact sum,
+    :math:`\mathbb E[f(\tau)] = \sum_\tau p(\tau) f(\tau)`. Only for small MDPs: the count grows like
+    :math:`(A\cdot\text{successors})^H`; more than ``max_episodes`` is a ValueError.
+    """
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    logits = mdp._check_logits(logits).detach().double().cpu()
+    max_episodes = positive_int(max_episodes, "max_episodes")
+    pi, P, R, terminal = torch.softmax(logits, -1), mdp.P, mdp.R_sas, mdp.terminal
+    S, A = pi.shape
+    s = (mdp.mu0 > 0).nonzero().flatten()
+    prob, alive = mdp.mu0[s], ~terminal[s]
+    cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("states", "actions", "rewards", "next_states",
+                                                           "terminated", "truncated", "mask")}
+    for t in range(mdp.horizon):
+        # a live row branches into every (a, s') of positive probability; an ended row continues as padding
+        branch = pi[s].unsqueeze(-1) * P[s]                                  # (M, A, S)
+        live_rows, a, s2 = (branch * alive.view(-1, 1, 1) > 0).nonzero(as_tuple=True)
+        dead_rows = (~alive).nonzero().flatten()
+        rows = torch.cat([live_rows, dead_rows])
+        if rows.numel() > max_episodes:
+            raise ValueError(f"{mdp.name} has more than max_episodes={max_episodes} trajectories by step {t + 1}")
+        a = torch.cat([a, torch.zeros_like(dead_rows)])
+        s2 = torch.cat([s2, s[dead_rows]])
+        was_alive = torch.cat([torch.ones_like(live_rows, dtype=torch.bool), torch.zeros_like(dead_rows, dtype=torch.bool)])
+        prob = prob[rows] * torch.where(was_alive, branch[rows, a, s2], torch.ones_like(prob[rows]))
+        for k in cols:                                                      # re-index the columns so far
+            cols[k] = [c[rows] for c in cols[k]]
+        st = s[rows]
+        term = terminal[s2] & was_alive
+        trunc = was_alive & ~term if t == mdp.horizon - 1 else torch.zeros_like(was_alive)
+        paid = torch.where(was_alive, R[st, a, s2], torch.zeros((), dtype=R.dtype))
+        for k, v in (("states", st), ("actions", a), ("rewards", paid), ("next_states", s2),
+                     ("terminated", term), ("truncated", trunc), ("mask", was_alive)):
+            cols[k].append(v)
+        alive = was_alive & ~term
+        s = torch.where(alive, s2, st)
+    ep = {k: torch.stack(v, -1) for k, v in cols.items()}
+    return Episodes(**ep), prob
+
+
 def _safe_cdf(p: torch.Tensor) -> torch.Tensor:
     """Cumulative sums of probabilities ``p`` along the last axis, for drawing ``(cdf <= u).sum(-1)``, u in [0, 1).
 

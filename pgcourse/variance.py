@@ -19,7 +19,7 @@ import torch
 from . import estimators as est
 from .baselines import state_value_baseline
 from .device import generator as make_generator
-from .mdp import Episodes, TabularMDP
+from .mdp import Episodes, TabularMDP, all_episodes
 from .policies import softmax_score_sum
 from .validate import float_tensor, positive_int, same_shape
 
@@ -207,6 +207,41 @@ def testable_coordinates(mdp: TabularMDP, logits: torch.Tensor, n_episodes: int,
     keep = expected >= float(min_count)
     keep[torch.arange(mdp.n_states), pi.argmax(-1)] = False
     return keep.cpu()
+
+
+@dataclass
+class ExactMoments:
+    """The exact mean and total variance of one episode's estimate ĝ, and over how many trajectories."""
+
+    mean: torch.Tensor      # E[ĝ], shaped (S, A)
+    trace_var: float        # tr Cov[ĝ] of one episode; a batch of B episodes has trace_var / B
+    n_trajectories: int
+
+
+def exact_moments(mdp: TabularMDP, logits: torch.Tensor, psi: Union[str, PsiFn], *, discount_t: bool = True,
+                  max_episodes: int = 200_000) -> ExactMoments:
+    r"""E[ĝ] and tr Cov[ĝ] of one episode's :math:`\hat g = \sum_t \nabla\log\pi(a_t\mid s_t)\,\Psi_t`, summed exactly.
+
+    Every trajectory of ``mdp`` (:func:`pgcourse.mdp.all_episodes`, small MDPs only) with its probability:
+    :math:`\mathbb E[\hat g] = \sum_\tau p(\tau)\,\hat g(\tau)` and :math:`\operatorname{tr}\operatorname{Cov}[\hat g]
+    = \sum_\tau p(\tau)\lVert\hat g(\tau)\rVert^2 - \lVert\mathbb E\hat g\rVert^2`, with no sampling error; so an
+    unbiased Ψ gives ``mean`` equal to ``mdp.exact_gradient(logits)`` to rounding. ``psi`` as in
+    :func:`gradient_samples` (a callable gets all the trajectories as one (M, H) batch).
+    """
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    logits = mdp._check_logits(logits).detach().double().cpu()
+    ep, p = all_episodes(mdp, logits, max_episodes)
+    if callable(psi):
+        w = _check_weights(psi(ep, mdp, logits), "psi", ep.rewards)
+    else:
+        w = psi_weights(psi, ep, mdp, logits, discount_t=discount_t)
+    m = ep.mask
+    rows = torch.arange(len(ep)).unsqueeze(-1).expand_as(m)
+    g = softmax_score_sum(logits, ep.states[m], ep.actions[m], w.detach().double()[m], rows[m], len(ep))  # (M, S, A)
+    mean = torch.einsum("m,msa->sa", p, g)
+    second = float((p * g.pow(2).sum((1, 2))).sum())
+    return ExactMoments(mean, second - float(mean.pow(2).sum()), len(ep))
 
 
 @dataclass
