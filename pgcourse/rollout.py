@@ -193,13 +193,24 @@ class EpisodeCollector(Collector):
         self.max_steps = positive_int(max_steps, "max_steps")
 
     @torch.no_grad()
-    def collect(self, n_steps: int | None = None) -> Rollout:
+    def collect(self, n_steps: int | None = None, rows=None) -> Rollout:
+        """One batch of whole episodes, stepping ``n_steps`` (default 64) at a time until all have ended.
+
+        ``rows`` (booleans, one per environment; default all) names the environments whose episode
+        is wanted: only they are waited for; the other rows are cut wherever they are, get
+        ``mask = False`` everywhere and count neither in ``env_steps`` nor in ``stats``.
+        """
+        wanted = np.ones(self.n_envs, dtype=bool) if rows is None else np.asarray(rows, dtype=bool).reshape(-1)
+        if wanted.shape != (self.n_envs,):
+            raise ValueError(f"rows must hold one boolean per environment ({self.n_envs}), got shape {wanted.shape}")
+        if not wanted.any():
+            raise ValueError("rows must select at least one environment")
         obs, _ = self.envs.reset()
         self.obs = np.asarray(obs, dtype=np.float32)
         self.prev_done[:] = False
         self.ep_return[:], self.ep_length[:] = 0.0, 0
         stats, steps, self.stats = self.stats, self.env_steps, EpisodeStats()
-        chunks, finished = [], np.zeros(self.n_envs, dtype=bool)
+        chunks, finished = [], ~wanted
         while not finished.all():
             if sum(c.mask.shape[1] for c in chunks) >= self.max_steps:
                 raise RuntimeError(f"episodes longer than max_steps={self.max_steps}")
@@ -208,7 +219,7 @@ class EpisodeCollector(Collector):
             chunks.append(chunk)
         out = Rollout(**{f.name: torch.cat([getattr(c, f.name) for c in chunks], 1)
                          for f in fields(Rollout) if getattr(chunks[0], f.name) is not None})
-        out.mask = first_episode_mask(out.dones, out.mask)
+        out.mask = first_episode_mask(out.dones, out.mask) & torch.from_numpy(wanted).to(out.mask.device).unsqueeze(-1)
         last = int(out.mask.any(0).nonzero().max()) + 1
         out = Rollout(**{f.name: (getattr(out, f.name)[:, :last] if getattr(out, f.name) is not None else None)
                          for f in fields(Rollout)})
@@ -220,7 +231,7 @@ class EpisodeCollector(Collector):
         ends = out.dones.float().argmax(-1)
         order = torch.argsort(ends, stable=True).tolist()
         self.stats = stats
-        for i in order:
+        for i in (i for i in order if wanted[i]):
             steps += int(lengths[i])
             self.stats.returns.append(float(out.rewards[i].sum()))
             self.stats.lengths.append(int(lengths[i]))

@@ -95,6 +95,16 @@ def _masked_logp(policy: MLPCategorical, ro: Rollout) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(-1, ro.actions.unsqueeze(-1)).squeeze(-1)
 
 
+def _weights(psi: str, ro: Rollout, gamma: float, discount_t: bool, baseline_of) -> torch.Tensor:
+    r"""REINFORCE's :math:`\Psi_t` for a batch of whole episodes; ``baseline_of(G)`` gives b for the baseline form."""
+    r, dones = ro.rewards, ro.dones
+    if psi == "full_return":
+        return est.full_return_weights(r, gamma, dones)
+    if psi == "reward_to_go":
+        return est.reward_to_go_weights(r, gamma, dones, discount_t=discount_t)
+    return est.baseline_weights(r, baseline_of(reward_to_go(r, gamma, dones)), gamma, dones, discount_t=discount_t)
+
+
 @torch_threads(1)
 def reinforce(env_id: str = "CartPole-v1", psi: str = "reward_to_go", baseline: str | None = None,
               total_steps: int = 50_000, episodes_per_batch: int = 8, gamma: float = 0.99, lr: float = 1e-2,
@@ -129,26 +139,24 @@ def reinforce(env_id: str = "CartPole-v1", psi: str = "reward_to_go", baseline: 
     bar = tqdm(total=total_steps, disable=not progress, desc=f"REINFORCE {hist.label}", unit="step")
     while collector.env_steps < total_steps:
         ro = collector.collect()
-        r, dones, m = ro.rewards, ro.dones, ro.mask
-        if psi == "full_return":
-            w = est.full_return_weights(r, gamma, dones)
-        elif psi == "reward_to_go":
-            w = est.reward_to_go_weights(r, gamma, dones, discount_t=discount_t)
-        else:
-            g = reward_to_go(r, gamma, dones)
+        m = ro.mask
+
+        def baseline_of(g: torch.Tensor) -> torch.Tensor:
             if baseline in ("batch_mean", "leave_one_out"):
-                b = batch_mean_baseline(g, m, leave_one_out=baseline == "leave_one_out")
-            elif baseline == "ema":
+                return batch_mean_baseline(g, m, leave_one_out=baseline == "leave_one_out")
+            if baseline == "ema":
                 b = torch.full_like(g, ema.value)
                 ema.update(float(g[m].mean()))
-            else:
-                with torch.no_grad():
-                    b = critic(ro.obs)
-                for _ in range(value_epochs):
-                    critic_opt.zero_grad()
-                    ((critic(ro.obs) - g)[m] ** 2).mean().backward()
-                    critic_opt.step()
-            w = est.baseline_weights(r, b, gamma, dones, discount_t=discount_t)
+                return b
+            with torch.no_grad():
+                b = critic(ro.obs)
+            for _ in range(value_epochs):
+                critic_opt.zero_grad()
+                ((critic(ro.obs) - g)[m] ** 2).mean().backward()
+                critic_opt.step()
+            return b
+
+        w = _weights(psi, ro, gamma, discount_t, baseline_of)
         loss = est.pg_loss(_masked_logp(policy, ro), w, m)
         opt.zero_grad()
         loss.backward()
@@ -216,3 +224,145 @@ def actor_critic(env_id: str = "CartPole-v1", total_steps: int = 50_000, n_envs:
     bar.close()
     envs.close()
     return hist
+
+
+class StackedMLP(nn.Module):
+    r"""K independent tanh MLPs evaluated at once: ``forward(x)`` maps (K, n, D) to (K, n, out), net k on x[k].
+
+    Built from K ``nn.Sequential`` of Linear/Tanh layers (copies of their weights), so net k starts exactly
+    where the k-th given network does. Because the loss of a batched run is the sum of the K runs'
+    losses, each net's gradient is its own run's gradient, and Adam (elementwise) updates each as alone.
+    """
+
+    def __init__(self, nets: Sequence[nn.Module]):
+        super().__init__()
+        linears = [[m for m in net.modules() if isinstance(m, nn.Linear)] for net in nets]
+        if not linears or any(len(ls) != len(linears[0]) for ls in linears) or not linears[0]:
+            raise ValueError("nets must be a non-empty list of MLPs with the same layers")
+        self.weights = nn.ParameterList(nn.Parameter(torch.stack([ls[i].weight.detach().T for ls in linears]))
+                                        for i in range(len(linears[0])))
+        self.biases = nn.ParameterList(nn.Parameter(torch.stack([ls[i].bias.detach() for ls in linears]).unsqueeze(1))
+                                       for i in range(len(linears[0])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = torch.tanh(x)
+        return x
+
+
+def _per_run_baseline(baseline: str, g: torch.Tensor, m: torch.Tensor, emas: list[MovingAverage], critic,
+                      critic_opt, obs: torch.Tensor, value_epochs: int) -> torch.Tensor:
+    """The baseline b (K, N, T) of each run from its own episodes only (``g``, ``m`` shaped (K, N, T))."""
+    if baseline in ("batch_mean", "leave_one_out"):
+        return torch.stack([batch_mean_baseline(g[k], m[k], leave_one_out=baseline == "leave_one_out")
+                            for k in range(g.shape[0])])
+    if baseline == "ema":
+        b = torch.stack([torch.full_like(g[k], e.value) for k, e in enumerate(emas)])
+        for k, e in enumerate(emas):
+            if bool(m[k].any()):
+                e.update(float(g[k][m[k]].mean()))
+        return b
+    K, N, T = g.shape
+    flat_obs = obs.reshape(K, N * T, -1)
+    with torch.no_grad():
+        b = critic(flat_obs).reshape(K, N, T)
+    w = m.to(g.dtype)
+    for _ in range(value_epochs):        # each run's own mean squared error, summed over the runs
+        critic_opt.zero_grad()
+        sq = (critic(flat_obs).reshape(K, N, T) - g) ** 2 * w
+        (sq.sum((1, 2)) / w.sum((1, 2)).clamp_min(1)).sum().backward()
+        critic_opt.step()
+    return b
+
+
+@torch.no_grad()
+def _freeze(params: Sequence[torch.Tensor], saved: Sequence[torch.Tensor] | None, done: torch.Tensor):
+    """Keep the finished runs' slices (axis 0) of ``params`` as they were before an optimizer step."""
+    if saved is not None and bool(done.any()):
+        for p, s in zip(params, saved):
+            p[done] = s[done]
+
+
+def reinforce_seeds(seeds: Sequence[int] = (0, 1, 2, 3, 4), env_id: str = "CartPole-v1", psi: str = "reward_to_go",
+                    baseline: str | None = None, total_steps: int = 50_000, episodes_per_batch: int = 8,
+                    gamma: float = 0.99, lr: float = 1e-2, hidden: Sequence[int] = (32,), discount_t: bool = False,
+                    value_lr: float = 1e-2, value_epochs: int = 5, ema_decay: float = 0.9, chunk: int = 16,
+                    device: torch.device | str | None = None, progress: bool = False) -> list[History]:
+    r""":func:`reinforce` for several seeds at once: one run per seed, all stepped together, a History each.
+
+    The same algorithm and arguments as :func:`reinforce`; run k starts from the network that
+    ``reinforce(seed=seeds[k])`` starts from (and, with a learned V, the same critic). The runs share one
+    vector environment of ``len(seeds) × episodes_per_batch`` copies (seeded with ``seeds[0]``) and one
+    action sampler, so run k's episodes are not those of ``reinforce(seed=seeds[k])``; the result depends
+    only on ``seeds`` and the arguments. A run stops learning and collecting once it has used
+    ``total_steps`` environment steps. Every network op covers all runs (batched matmuls), so K seeds cost
+    little more than one.
+    """
+    psi = one_of(psi, "psi", REINFORCE_PSI)
+    if (psi == "reward_to_go_minus_baseline") != (baseline is not None):
+        raise ValueError("baseline must be given exactly when psi='reward_to_go_minus_baseline'")
+    if baseline is not None:
+        one_of(baseline, "baseline", BASELINES)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct ints, got {seeds}")
+    total_steps = positive_int(total_steps, "total_steps")
+    n = positive_int(episodes_per_batch, "episodes_per_batch")
+    gamma, lr = unit_interval(gamma, "gamma"), positive_float(lr, "lr")
+    dev = torch.device(device) if device is not None else default_device()
+    K = len(seeds)
+    with torch_threads(1):
+        envs = make_vec_env(env_id, K * n, seed=seeds[0])
+        obs_dim, n_actions = envs.single_observation_space.shape[0], int(envs.single_action_space.n)
+        nets, critics = [], []
+        for s in seeds:                     # the initial networks of reinforce(seed=s)
+            seed_everything(s)
+            nets.append(MLPCategorical(obs_dim, n_actions, hidden).net)
+            if baseline == "value":
+                critics.append(value_net(obs_dim).net)
+        policy = StackedMLP(nets).to(dev)
+        opt = torch.optim.Adam(policy.parameters(), lr=lr)
+        critic = StackedMLP(critics).to(dev) if critics else None
+        critic_opt = torch.optim.Adam(critic.parameters(), lr=value_lr) if critic is not None else None
+        emas = [MovingAverage(ema_decay) for _ in seeds]
+        collector = EpisodeCollector(envs, lambda o: policy(o.view(K, n, -1)).reshape(K * n, -1), seed=seeds[0],
+                                     device=dev)
+        label = psi if baseline is None else f"{psi} ({baseline})"
+        hists, timer = [History(label=label) for _ in seeds], Timer()
+        steps = torch.zeros(K, dtype=torch.long)
+        bar = tqdm(total=K * total_steps, disable=not progress, desc=f"REINFORCE {label} x {K} seeds", unit="step")
+        while bool((steps < total_steps).any()):
+            active = steps < total_steps
+            ro = collector.collect(chunk, rows=active.repeat_interleave(n).numpy())
+            T = ro.rewards.shape[-1]
+            r, dones, m = ro.rewards, ro.dones, ro.mask
+            w = _weights(psi, ro, gamma, discount_t, lambda g: _per_run_baseline(
+                baseline, g.view(K, n, T), m.view(K, n, T), emas, critic, critic_opt, ro.obs, value_epochs).reshape(K * n, T))
+            logp = torch.log_softmax(policy(ro.obs.reshape(K, n * T, -1)), -1).view(K * n, T, -1)
+            logp = logp.gather(-1, ro.actions.unsqueeze(-1)).squeeze(-1)
+            per_run = (torch.where(m, logp, torch.zeros_like(logp)) * w.detach()).view(K, n * T).sum(-1) / -n
+            saved = [p.detach().clone() for p in policy.parameters()] if not bool(active.all()) else None
+            opt.zero_grad()
+            per_run.sum().backward()          # = the sum of each run's pg_loss: each net gets its own gradient
+            opt.step()
+            _freeze(list(policy.parameters()), saved, ~active)
+            now = timer()
+            lengths, ends = m.sum(-1), dones.float().argmax(-1)
+            for k in active.nonzero().flatten().tolist():
+                h, rows = hists[k], range(k * n, (k + 1) * n)
+                for i in sorted(rows, key=lambda i: (int(ends[i]), i)):    # in order of ending, as reinforce
+                    steps[k] += int(lengths[i])
+                    h.episode_returns.append(float(r[i].sum()))
+                    h.episode_lengths.append(int(lengths[i]))
+                    h.episode_end_steps.append(int(steps[k]))
+                    h.episode_end_times.append(now)
+                h.env_steps.append(int(steps[k]))
+                h.wall_time.append(now)
+                h.log(loss=float(per_run[k].detach()))
+            bar.update(int(steps.clamp_max(total_steps).sum()) - bar.n)
+        bar.close()
+        envs.close()
+    return hists
