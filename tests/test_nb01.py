@@ -8,31 +8,36 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from pgcourse.estimators import pg_loss
+from pgcourse.estimators import full_return_weights, pg_loss
 from pgcourse.figures import FIGURES_DIR, registry, save
 from pgcourse.lessons import nb01 as F
-from pgcourse.grading import check, exercises
-from pgcourse.mdp import frozen_lake
+from pgcourse.grading import check, evaluate, exercises
+from pgcourse.mdp import all_episodes, coin_flips, delayed_reward, early_rewards, frozen_lake
 from pgcourse.policies import softmax_log_prob, softmax_score
-from pgcourse.returns import discounted_return
-from pgcourse.variance import Row, gradient_samples
+from pgcourse.returns import discounted_return, reward_to_go
+from pgcourse.variance import Row, exact_moments, gradient_samples, summarize
 from pgcourse.widgets import widgets
-from exercise_contract import assert_fails_with_case, assert_not_attempted, assert_passes
+from exercise_contract import assert_fails_with_case, assert_inputs_isolated, assert_not_attempted, assert_passes
 
 matplotlib.use("Agg")
 
-NAMES = ("01.discounted_return", "01.surrogate_loss", "01.softmax_score")
-REFERENCE = {"01.discounted_return": discounted_return, "01.surrogate_loss": pg_loss,
-             "01.softmax_score": softmax_score}
+NAMES = ("01.episode_return", "01.softmax_score", "01.surrogate_loss", "01.reinforce_weights", "01.bandit_variance")
+REFERENCE = {"01.episode_return": lambda rewards, gamma: discounted_return(rewards, gamma)[0],
+             "01.softmax_score": softmax_score, "01.surrogate_loss": pg_loss,
+             "01.reinforce_weights": full_return_weights, "01.bandit_variance": F.bandit_variance}
 
 
 # ---- exercises ----------------------------------------------------------------------------------
 
-def test_all_exercises_registered():
+def test_all_exercises_registered_easy_to_hard():
     table = exercises()
+    assert [n for n in table if n.startswith("01.")] == list(NAMES)
     for name in NAMES:
-        assert name in table
         assert len(table[name].cases()) >= 5
+    kinds = {table[n].kind for n in NAMES}
+    assert {"debug", "predict"} <= kinds
+    points = [table[n].points for n in NAMES]
+    assert points == sorted(points), "exercises run from easy (few points) to hard"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -45,22 +50,28 @@ def test_not_attempted(name, capsys):
     assert_not_attempted(name, capsys)
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "01.surrogate_loss"])   # (its logp carries autograd)
+def test_inputs_isolated(name):
+    assert_inputs_isolated(name, REFERENCE[name])
+
+
 def _message(name, fn) -> str:
     return assert_fails_with_case(name, fn)
 
 
-def test_discounted_return_ignoring_dones_fails():
-    def whole_row(rewards, gamma=1.0, dones=None):
-        T = rewards.shape[-1]
-        disc = gamma ** torch.arange(T, dtype=rewards.dtype)
-        return (rewards * disc).sum(-1, keepdim=True).expand_as(rewards).clone()
-    msg = _message("01.discounted_return", whole_row)
-    assert "episodes in one row" in msg
+def test_episode_return_undiscounted_fails():
+    msg = _message("01.episode_return", lambda rewards, gamma: rewards.sum())
+    assert "1 + 0.5*2" in msg
 
 
-def test_discounted_return_reward_to_go_fails():
-    from pgcourse.returns import reward_to_go
-    _message("01.discounted_return", reward_to_go)
+def test_episode_return_discounts_from_one_fails():
+    def off_by_one(rewards, gamma):    # gamma^(k+1): the first reward discounted too
+        return (gamma ** torch.arange(1, rewards.shape[0] + 1, dtype=rewards.dtype) * rewards).sum()
+    _message("01.episode_return", off_by_one)
+
+
+def test_episode_return_reward_to_go_vector_fails():
+    _message("01.episode_return", lambda rewards, gamma: reward_to_go(rewards, gamma))
 
 
 def test_surrogate_without_detach_fails():
@@ -122,14 +133,107 @@ def test_softmax_score_forgets_minus_pi_fails():
     _message("01.softmax_score", one_hot)
 
 
+# the debug exercise: the colleague's length-normalized weights pass the naive one-step case only
+
+def test_colleague_weights_fail_with_the_exact_gradient():
+    msg = _message("01.reinforce_weights", F.colleague_weights)
+    first = msg.splitlines()[0]
+    assert first.startswith("✗ 01.reinforce_weights: 1/6 cases"), first
+    assert "Case 2 of 6 fails" in msg and "summed exactly over all 8 trajectories" in msg and "biased" in msg
+    outcome = evaluate("01.reinforce_weights", F.colleague_weights)
+    assert 1 not in outcome.failed_cases, "the naive test (one step) passes with the bug"
+
+
+def test_reward_to_go_is_not_reinforce_weights_but_unbiased():
+    # the reward-to-go weights are unbiased too: they pass every exact-gradient case, but not the value case
+    from pgcourse.estimators import reward_to_go_weights
+    outcome = evaluate("01.reinforce_weights", reward_to_go_weights)
+    assert outcome.failed_cases == [6], outcome.failed_cases
+
+
+def test_undiscounted_weights_fail_where_gamma_is_below_one():
+    outcome = evaluate("01.reinforce_weights", lambda r, gamma, dones: full_return_weights(r, 1.0, dones))
+    assert not outcome.passed and 1 not in outcome.failed_cases and 4 in outcome.failed_cases
+
+
+def test_weights_of_the_wrong_shape_are_reported():
+    msg = _message("01.reinforce_weights", lambda r, gamma, dones: full_return_weights(r, gamma, dones)[..., 0])
+    assert "shaped like rewards" in msg
+
+
+# the predict exercise: the bandit's variance
+
+def test_bandit_variance_without_the_squared_mean_fails():
+    def second_moment_only(logits, rewards, batch_size):
+        pi = torch.softmax(logits, -1)
+        diff = torch.eye(pi.numel(), dtype=pi.dtype) - pi
+        return float((pi * rewards ** 2 * diff.pow(2).sum(-1)).sum()) / batch_size
+    msg = _message("01.bandit_variance", second_moment_only)
+    assert "uniform policy" in msg and "expected: 1.125" in msg
+
+
+def test_bandit_variance_forgetting_the_batch_fails():
+    msg = _message("01.bandit_variance", lambda lg, r, b: F.bandit_variance(lg, r, 1))
+    assert "batch of 16" in msg
+
+
+def test_bandit_variance_closed_form_is_exact_and_matches_sampling():
+    gen = torch.Generator().manual_seed(3)
+    logits, rewards = torch.randn(4, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)
+    exact = exact_moments(F.bandit(rewards), logits.view(1, 4), "full_return").trace_var
+    assert F.bandit_variance(logits, rewards, 1) == pytest.approx(exact, rel=1e-12)
+    assert F.bandit_variance(logits, rewards, 8) == pytest.approx(exact / 8, rel=1e-12)
+    row = summarize(gradient_samples(F.bandit(rewards), logits.view(1, 4), "full_return", 8, 20000, seed=1),
+                    F.bandit(rewards).exact_gradient(logits.view(1, 4)))
+    assert abs(row.variance - exact / 8) < 4 * row.variance_se
+
+
+def test_bandit_needs_two_arms():
+    with pytest.raises(ValueError, match="rewards"):
+        F.bandit([1.0])
+
+
+# ---- exact sums over every trajectory (pgcourse.mdp.all_episodes, pgcourse.variance.exact_moments) ----------------
+
+@pytest.mark.parametrize("make", [lambda: coin_flips(horizon=4), lambda: early_rewards(horizon=4),
+                                  lambda: delayed_reward(length=3, horizon=6, gamma=0.9)])
+def test_all_episodes_sum_to_one_and_give_the_exact_return_and_gradient(make):
+    m = make()
+    logits = 0.5 * torch.randn(m.n_states, m.n_actions, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ep, p = all_episodes(m, logits)
+    assert float(p.sum()) == pytest.approx(1.0, abs=1e-12) and bool((p > 0).all())
+    R = full_return_weights(ep.rewards, m.gamma, ep.dones)[:, 0]
+    assert float((p * R).sum()) == pytest.approx(float(m.expected_return(logits)), abs=1e-12)
+    moments = exact_moments(m, logits, "full_return")
+    torch.testing.assert_close(moments.mean, m.exact_gradient(logits), atol=1e-12, rtol=0)
+    # the layout of sampled episodes: a real step is masked in, the padding after the end is not
+    assert torch.equal(ep.mask, torch.cumsum(ep.dones.int(), -1) - ep.dones.int() == 0)
+    assert bool((ep.rewards[~ep.mask] == 0).all())
+
+
+def test_exact_variance_matches_sampling():
+    m = coin_flips(horizon=4)
+    logits = torch.tensor([[0.3, -0.2], [-0.5, 0.4]], dtype=torch.float64)
+    exact = exact_moments(m, logits, "full_return").trace_var
+    row = summarize(gradient_samples(m, logits, "full_return", 1, 40000, seed=3), m.exact_gradient(logits))
+    assert abs(row.variance - exact) < 4 * row.variance_se
+
+
+def test_all_episodes_refuses_too_many():
+    with pytest.raises(ValueError, match="max_episodes"):
+        all_episodes(frozen_lake(), F.lake_policy(), max_episodes=1000)
+    with pytest.raises(ValueError, match="psi"):
+        exact_moments(coin_flips(horizon=2), torch.zeros(2, 2, dtype=torch.float64), lambda e, m, lg: e.rewards[:, 0])
+
+
 def test_cases_do_not_mutate_between_checks():
     # the check deep-copies its inputs: a learner who writes into them cannot spoil the next run
-    def inplace(rewards, gamma=1.0, dones=None):
-        out = discounted_return(rewards, gamma, dones)
+    def inplace(rewards, gamma, dones):
+        out = full_return_weights(rewards, gamma, dones)
         rewards.zero_()
         return out
-    check("01.discounted_return", inplace)
-    check("01.discounted_return", discounted_return)
+    check("01.reinforce_weights", inplace)
+    check("01.reinforce_weights", full_return_weights)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -156,7 +260,8 @@ def test_widget_draws_at_defaults():
 
 
 @pytest.mark.parametrize("params", [dict(batch_size=1.0, horizon=1), dict(batch_size=15.999999, horizon=3),
-                                    dict(batch_size=256.0, horizon=2)])
+                                    dict(batch_size=256.0, horizon=2), dict(batch_size=256.0, horizon=50),
+                                    dict(batch_size=1.0, horizon=50)])
 def test_widget_other_settings(params):
     fig = widgets()["01.variance"].draw(**params)
     title = fig.axes[0].get_title()
@@ -168,6 +273,22 @@ def test_widget_changes_with_its_first_slider():
     a = w.draw(**w.defaults).axes[0].get_title()
     b = w.draw(**{**w.defaults, "batch_size": 64.0}).axes[0].get_title()
     assert a != b
+
+
+def test_widget_horizon_widens_on_a_fixed_axis_with_zero_marked():
+    from matplotlib.patches import StepPatch
+    w = widgets()["01.variance"]
+    short, long = (w.draw(batch_size=16.0, horizon=h).axes[0] for h in (2, 40))
+    assert short.get_xlim() == long.get_xlim(), "the axis must not rescale with the spread"
+
+    def central(ax):     # the share of estimates within 10 exact values of zero
+        data = next(p for p in ax.patches if isinstance(p, StepPatch)).get_data()
+        mid = (data.edges[:-1] + data.edges[1:]) / 2
+        return data.values[np.abs(mid) < 10].sum() / data.values.sum()
+
+    assert central(short) > central(long) + 0.3
+    assert any(float(line.get_xdata()[0]) == 0.0 for line in short.lines), "zero is marked"
+    assert any(float(line.get_xdata()[0]) == 1.0 for line in short.lines), "the exact value (1 in these units) is marked"
 
 
 # ---- figures and measurements -------------------------------------------------------------------

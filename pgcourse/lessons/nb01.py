@@ -1,22 +1,26 @@
-r"""Figures of notebook 01 (full return, REINFORCE); the notebook calls the same functions.
+r"""Notebook 01 (full return, REINFORCE): its MDPs, measurements, exercise references and figures.
 
 ``01_unbiasedness.png``: on FrozenLake, the mean of many batch estimates :math:`\hat g` (full
 return) against the exact gradient :math:`\nabla_\theta J`, coordinate by coordinate, with ±2
 standard errors, and the standard scores :math:`(\bar g - \nabla J)/\mathrm{SE}` below.
+Also: the bandit of exercise 5 and its closed-form variance, the colleague's (buggy) weights of
+exercise 4, and the per-seed summaries of the CartPole runs that the notebook's claim reads.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import matplotlib.ticker
 import numpy as np
 import torch
 
+from ..estimators import full_return_weights
 from ..mdp import TabularMDP, frozen_lake
-from ..plots import estimates_vs_exact
+from ..plots import estimates_vs_exact, new_figure, smoothed_curve
+from ..stats import mean_se
 from ..variance import Row, gradient_samples
-from ..plots import new_figure
 
 # FrozenLake's actions and a good action in each cell (4x4 map, slippery): the policy of the notebook
 # puts logit 2 on that action, so it takes it with probability e²/(e²+3) ≈ 0.71.
@@ -30,6 +34,44 @@ def lake_policy(strength: float = 2.0) -> torch.Tensor:
     """Logits (16, 4) of a FrozenLake policy leaning towards a good action in each cell (float64)."""
     good = torch.tensor(LAKE_GOOD_ACTIONS)
     return strength * torch.nn.functional.one_hot(good, 4).to(torch.float64)
+
+
+def bandit(rewards: Sequence[float]) -> TabularMDP:
+    """A one-step MDP (a bandit): one state, one action per arm, arm a pays ``rewards[a]``; horizon 1."""
+    r = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
+    if r.numel() < 2:
+        raise ValueError(f"rewards must give at least 2 arms, got {r.numel()}")
+    A = r.numel()
+    return TabularMDP(torch.ones(1, A, 1, dtype=torch.float64), r.view(1, A), torch.ones(1, dtype=torch.float64),
+                      1.0, 1, terminal=torch.zeros(1, dtype=torch.bool), name=f"bandit({A} arms)")
+
+
+def bandit_variance(logits: torch.Tensor, rewards: torch.Tensor, batch_size: int = 1) -> float:
+    r"""tr Cov[ĝ] of REINFORCE on a bandit with arm logits θ (A,) and rewards r (A,), for a batch of B pulls.
+
+    One pull of arm a gives :math:`\hat g = r_a\,(e_a - \pi)`, so with :math:`\nabla J = \sum_a \pi_a r_a (e_a - \pi)`
+
+    .. math:: \operatorname{tr}\operatorname{Cov}[\hat g] = \frac1B\Big(\sum_a \pi_a\, r_a^2\,\lVert e_a - \pi\rVert^2
+              - \lVert\nabla J\rVert^2\Big).
+    """
+    logits = torch.as_tensor(logits, dtype=torch.float64).reshape(-1)
+    r = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
+    pi = torch.softmax(logits, -1)
+    diff = torch.eye(pi.numel(), dtype=torch.float64) - pi            # row a: e_a - pi
+    grad = (pi * r) @ diff
+    second = (pi * r ** 2 * diff.pow(2).sum(-1)).sum()
+    return float(second - grad.pow(2).sum()) / int(batch_size)
+
+
+def colleague_weights(rewards: torch.Tensor, gamma: float, dones: torch.Tensor) -> torch.Tensor:
+    r"""A colleague's REINFORCE weights: meant to be :math:`\Psi_t = R(\tau)`, the episode's return, at each step.
+
+    One episode per row, padded after its last step (``dones`` True there), as ``TabularMDP.sample`` gives.
+    It has one silent bug.
+    """
+    R = full_return_weights(rewards, gamma, dones)              # R(tau) at every step of the row's episode
+    length = dones.float().argmax(-1, keepdim=True) + 1         # the episode's number of steps
+    return R / length    # per step of the episode, "so that long episodes do not dominate the batch"
 
 
 def power_law_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
@@ -146,6 +188,54 @@ def plot_horizon(horizons: Sequence[int], rows: Sequence[Row], exact_norms: Sequ
         ax.set_xlabel("horizon H (steps per episode)")
         ax.legend(frameon=False)
     return fig
+
+
+# ---- CartPole: what the runs did, seed by seed ----------------------------------------------------
+
+def _first_last_peak(hist, window: int = 20) -> tuple[float, float, float]:
+    """Mean return of a run's first and last ``window`` episodes, and its best ``window``-episode moving mean."""
+    r = np.asarray(hist.episode_returns, dtype=float)
+    smooth = smoothed_curve(hist, window=window)[1][window - 1:]
+    return float(r[:window].mean()), float(r[-window:].mean()), float(smooth.max())
+
+
+def describe_runs(hists, window: int = 20) -> str:
+    """One line per seed: episodes, first/last ``window``-episode means, the best moving mean; then the collapses."""
+    lines, collapsed = [], []
+    for k, h in enumerate(hists):
+        first, last, peak = _first_last_peak(h, window)
+        lines.append(f"seed {k}: {len(h.episode_returns):>5} episodes; mean return of the first {window}: {first:5.1f}, "
+                     f"of the last {window}: {last:5.1f}; best {window}-episode mean {peak:5.1f}")
+        if last < peak / 2:
+            collapsed.append(k)
+    lines.append(f"seeds that ended below half of their best (a collapse): {collapsed if collapsed else 'none'}")
+    return "\n".join(lines)
+
+
+@dataclass
+class Learned:
+    """Did every run learn? ``holds`` when the worst final mean beats the best starting mean (the spread)."""
+
+    first: list[float]
+    last: list[float]
+
+    @property
+    def holds(self) -> bool:
+        return min(self.last) > max(self.first)
+
+    @property
+    def evidence(self) -> str:
+        gain = torch.tensor([b - a for a, b in zip(self.first, self.last)], dtype=torch.float64)
+        m, se = mean_se(gain)
+        return (f"{len(self.first)} seeds: mean return of the first 20 episodes {min(self.first):.0f}–{max(self.first):.0f}, "
+                f"of the last 20 {min(self.last):.0f}–{max(self.last):.0f} (worst run's end above best run's start); "
+                f"gain {float(m):.0f} ± {float(se):.0f} (SE over seeds, t = {float(m / se):.1f}; no learning: t ~ t_{len(self.first) - 1})")
+
+
+def learned(hists, window: int = 20) -> Learned:
+    """The first and last ``window``-episode mean returns of each run (a :class:`Learned`)."""
+    stats = [_first_last_peak(h, window) for h in hists]
+    return Learned([s[0] for s in stats], [s[1] for s in stats])
 
 
 FIGURES = {"01_unbiasedness.png": make_unbiasedness}
