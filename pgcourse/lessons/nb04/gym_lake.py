@@ -86,9 +86,9 @@ def lake_values(logits: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch
 def naive_rollout_advantages(obs, rewards, terminated, truncated, V, gamma, lam):
     """GAE advantages and the mask of the steps to train on, for a rollout of a gymnasium vector env."""
     values, next_values = V[obs[..., :-1]], V[obs[..., 1:]]
-    done = terminated | truncated
-    advantages, _ = gae(rewards, values, next_values, done, None, gamma, lam)  # the episode ended: nothing after it
-    mask = torch.ones_like(done)                                               # every step is a transition
+    ended = terminated | truncated
+    advantages, _ = gae(rewards, values, next_values, ended, None, gamma, lam)  # the episode ended: nothing after it
+    mask = torch.ones_like(ended)                                               # every step is a transition
     return advantages, mask
 
 
