@@ -164,7 +164,7 @@ def one_step_variances_cases(gen: torch.Generator) -> list[Case]:
         _var_case(pi4, y4 + shift, p4, f"the same with every target shifted by {shift:.2f}: Q's variance grows, "
                   "A's and δ's do not (a baseline)", 2.0),
         _var_case(sharp, y3, p3, "a nearly deterministic policy: its rare actions have long score vectors", 2.0),
-        _var_case(*one_step_inputs(14), "the lesson's cell 14 at t = 0 (the prediction the notebook measures)", 2.0),
+        _var_case(*one_step_inputs(9, t=10), "the lesson's cell 9 at t = 10 (slippery steps between holes)", 2.0),
     ]
 
 
