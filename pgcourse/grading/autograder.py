@@ -61,7 +61,8 @@ export PYTHONPATH="$SRC/course${PYTHONPATH:+:$PYTHONPATH}" MPLBACKEND=Agg PYTHON
 mkdir -p "$ROOT/results"
 cd "$ROOT"
 "$PY" -m pgcourse grade "$ROOT/submission" --notebook __NOTEBOOK__ --solutions "$SRC/course/notebooks/solutions" \\
-    --gradescope "$ROOT/results/results.json" --timeout __TIMEOUT__ --total-timeout __TOTAL_TIMEOUT__
+    --gradescope "$ROOT/results/results.json" --gradebook "$ROOT/results/gradebook.csv" \
+    --timeout __TIMEOUT__ --total-timeout __TOTAL_TIMEOUT__
 [ -s "$ROOT/results/results.json" ] || exit 1        # graded or not, Gradescope needs results.json
 exit 0
 """
