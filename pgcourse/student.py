@@ -34,6 +34,17 @@ _BLOCK = re.compile(r"^([ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re
 _CHECK_CALL = re.compile(r"""(^|\n)\s*check\(\s*["'][^"']+["']\s*,""")
 
 
+# A cell that feeds the learner's function onward prints which one it uses (grading.yours_or_reference). In the
+# solution run the check passed; a learner who has not worked yet is told the reference is used instead.
+_YOURS = re.compile(r"^using your (\S+) \(its check (\S+) passed\)$", re.M)
+_REFERENCE = r"using pgcourse's reference for \2 (your version has not passed its check yet)"
+
+
+def as_not_yet_attempted(text: str) -> str:
+    """A saved output as a learner who has not solved the exercises sees it (see ``_YOURS``)."""
+    return _YOURS.sub(_REFERENCE, text)
+
+
 def is_exercise(cell) -> bool:
     return cell.cell_type == "code" and BEGIN in cell.source
 
@@ -75,6 +86,10 @@ def make_student(solution, source_name: str = "") -> nbformat.NotebookNode:
                 tags.append("exercise")
         elif is_check(cell):
             cell.outputs, cell.execution_count = [], None
+        elif cell.cell_type == "code":
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream":
+                    out["text"] = as_not_yet_attempted(out.get("text", ""))
         if tags:
             cell.metadata["tags"] = tags
     nb.metadata["pgcourse"] = {"generated_from": f"solutions/{source_name}", "content_hash": _content_hash(nb)}

@@ -78,6 +78,7 @@ def test_student_notebook_shows_no_verdict_or_answer_before_work(path):
         text = output_text(cell)
         assert "✓ claim" in text or "✓ " not in text or not PASS_LINE.search(text), \
             f"{path.name} cell {i}: a saved check verdict"
+        assert "using your " not in text, f"{path.name} cell {i}: a saved output says the learner's own function is used"
         leaked = [a for a in answers if a in text]
         assert not leaked, f"{path.name} cell {i}: a saved output shows solution code: {leaked[:2]}"
 

@@ -131,3 +131,11 @@ def test_every_student_exercise_cell_is_valid_python_that_raises_only_when_calle
         tree = ast.parse(c.source)
         top = [type(node).__name__ for node in tree.body if isinstance(node, ast.Raise)]
         assert not top, f"{path.name}: an exercise cell raises at the top level:\n{c.source}"
+
+
+def test_a_saved_yours_or_reference_line_reads_as_for_a_learner_who_has_not_worked():
+    from pgcourse.student import as_not_yet_attempted
+    text = "before\nusing your reinforce_weights (its check 01.reinforce_weights passed)\nafter\n"
+    assert as_not_yet_attempted(text) == ("before\nusing pgcourse's reference for 01.reinforce_weights "
+                                          "(your version has not passed its check yet)\nafter\n")
+    assert as_not_yet_attempted("using your own words\n") == "using your own words\n"
