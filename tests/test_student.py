@@ -56,7 +56,7 @@ def test_a_top_level_or_unbalanced_block_is_refused():
         student.strip_solutions("def f():\n    ### BEGIN SOLUTION\n    return 1\n")
 
 
-def test_exercise_outputs_are_cleared_and_other_outputs_kept():
+def test_exercise_and_check_outputs_are_cleared_and_other_outputs_kept():
     sol = solution_notebook()
     before = copy.deepcopy(sol)
     nb = student.make_student(sol, "01_x.ipynb")
@@ -64,10 +64,12 @@ def test_exercise_outputs_are_cleared_and_other_outputs_kept():
     ex = next(c for c in nb.cells if c.id == "exercise-01-rtg")
     assert ex.outputs == [] and ex.execution_count is None and "exercise" in ex.metadata["tags"]
     assert student.STUB in ex.source
-    for cid in ("run", "check-01-rtg"):
-        kept = next(c for c in nb.cells if c.id == cid)
-        orig = next(c for c in sol.cells if c.id == cid)
-        assert kept.outputs == orig.outputs and kept.source == orig.source
+    chk = next(c for c in nb.cells if c.id == "check-01-rtg")      # no verdict before the learner works
+    assert chk.outputs == [] and chk.execution_count is None
+    assert chk.source == next(c for c in sol.cells if c.id == "check-01-rtg").source
+    kept = next(c for c in nb.cells if c.id == "run")
+    orig = next(c for c in sol.cells if c.id == "run")
+    assert kept.outputs == orig.outputs and kept.source == orig.source
     assert nb.metadata["pgcourse"]["generated_from"] == "solutions/01_x.ipynb"
     assert [c.id for c in nb.cells] == [c.id for c in sol.cells]
 
