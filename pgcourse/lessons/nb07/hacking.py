@@ -68,6 +68,11 @@ def hacking_runs(seeds: Sequence[int] = SEEDS, run=RUN) -> list[Run]:
     return train_runs("loophole", run, seeds, reward_fn=loophole_reward())
 
 
+def hacks(run: Run, part: str, width: int = 5) -> float:
+    """The fraction of accepted-but-wrong answers (training reward − verifier accuracy) in a window of steps."""
+    return window(run.history.reward, part, width) - window(run.history.accuracy, part, width)
+
+
 def hacking_table(runs: dict[str, list[Run]], width: int = 5) -> list[dict]:
     """Per reward (mean ± SE over seeds): the training reward, the real verifier's accuracy and their
     difference (the hacks) in the first and last ``width`` steps, and pass@1 after."""
@@ -77,8 +82,8 @@ def hacking_table(runs: dict[str, list[Run]], width: int = 5) -> list[dict]:
         for part in ("start", "end"):
             row[f"reward_{part}"] = over_seeds(rs, lambda r: window(r.history.reward, part, width))
             row[f"accuracy_{part}"] = over_seeds(rs, lambda r: window(r.history.accuracy, part, width))
-            row[f"hacks_{part}"] = over_seeds(rs, lambda r: window(r.history.reward, part, width)
-                                              - window(r.history.accuracy, part, width))
+            row[f"hacks_{part}"] = over_seeds(rs, lambda r: hacks(r, part, width))
+        row["hacks_rise"] = over_seeds(rs, lambda r: hacks(r, "end", width) - hacks(r, "start", width))
         row["pass1_end"] = over_seeds(rs, lambda r: r.history.eval_accuracy[-1])
         row["length_end"] = over_seeds(rs, lambda r: window(r.history.length, "end", width))
         rows.append(row)

@@ -161,15 +161,16 @@ def tv(p: torch.Tensor, q: torch.Tensor) -> float:
 
 def optimum_rows(betas: Sequence[float] = BETAS, steps: int = 1000, lr: float = 3.0) -> list[dict]:
     r"""Per β: exact gradient ascent on :math:`\mathbb E_\pi[r]` with each treatment's KL gradient, started at
-    :math:`\pi_{\text{ref}}`; the total-variation distances of where it stops from the two optima
+    :math:`\pi_{\text{ref}}`, with step :math:`\min(\text{lr}, 1.5/\beta)` (the KL's curvature grows with β); the total-variation distances of where it stops from the two optima
     (``k1_to_reverse``, ``k3_to_forward``, ``k3_to_reverse``), how far the two optima are apart, and the
     probability each puts on the outcomes with reward 0 (``zero_mass_*``)."""
     reward, ref = bandit()
     rows = []
     for beta in betas:
         rev, fwd = (kl.regularized_optimum(reward, ref, beta, d) for d in kl.DIRECTIONS)
-        p1 = torch.softmax(kl.ascend(reward, ref, beta, "k1_reward", steps=steps, lr=lr), -1)
-        p3 = torch.softmax(kl.ascend(reward, ref, beta, "k3_loss", steps=steps, lr=lr), -1)
+        step = min(lr, 1.5 / beta)
+        p1 = torch.softmax(kl.ascend(reward, ref, beta, "k1_reward", steps=steps, lr=step), -1)
+        p3 = torch.softmax(kl.ascend(reward, ref, beta, "k3_loss", steps=steps, lr=step), -1)
         zero = reward == 0
         rows.append({"beta": beta, "k1_to_reverse": tv(p1, rev), "k3_to_forward": tv(p3, fwd),
                      "k3_to_reverse": tv(p3, rev), "optima_apart": tv(rev, fwd),
@@ -199,7 +200,7 @@ def plot_gradients(ax, logits: torch.Tensor, ref_logits: torch.Tensor,
 
 def plot_optima(ax, beta: float, reward: torch.Tensor | None = None, ref: torch.Tensor | None = None,
                 ascended: torch.Tensor | None = None) -> None:
-    """Bars: the reference, the reverse-KL optimum (where k1-as-reward leads) and the forward-KL optimum (where
+    r"""Bars: the reference, the reverse-KL optimum (where k1-as-reward leads) and the forward-KL optimum (where
     k3-in-the-loss leads) of :math:`\mathbb E_\pi[r] - \beta\,\mathrm{KL}`; optional dots: an ascent's endpoint."""
     if reward is None or ref is None:
         reward, ref = bandit()

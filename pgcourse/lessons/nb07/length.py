@@ -73,6 +73,11 @@ def length_runs(seeds: Sequence[int] = SEEDS, run=RUN, configs=CONFIGS,
                                                       seeds) for c in configs}
 
 
+def wrong_changes(runs: Sequence[Run], width: int = 5) -> list[float]:
+    """Per run (seed): the wrong answers' mean length in the last ``width`` steps minus in the first ``width``."""
+    return [window(r.history.length_wrong, "end", width) - window(r.history.length_wrong, "start", width) for r in runs]
+
+
 def length_table(runs: dict[tuple[str, bool], list[Run]], width: int = 5) -> list[dict]:
     """Per config: the mean (± SE over seeds) length of wrong and of correct sampled answers (EOS included)
     in the first and the last ``width`` steps, and the change of the wrong answers' length."""
@@ -82,8 +87,7 @@ def length_table(runs: dict[tuple[str, bool], list[Run]], width: int = 5) -> lis
         for kind in ("wrong", "correct"):
             for part in ("start", "end"):
                 row[f"{kind}_{part}"] = over_seeds(rs, lambda r: window(getattr(r.history, f"length_{kind}"), part, width))
-        row["wrong_change"] = over_seeds(rs, lambda r: window(r.history.length_wrong, "end", width)
-                                         - window(r.history.length_wrong, "start", width))
+        row["wrong_change"] = over_seeds(rs, lambda r: wrong_changes([r], width)[0])
         row["accuracy_end"] = over_seeds(rs, lambda r: r.history.eval_accuracy[-1])
         rows.append(row)
     return rows

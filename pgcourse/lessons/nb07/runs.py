@@ -21,7 +21,7 @@ from ...stats import mean_se
 
 SEEDS = (0, 1, 2)
 #: the budget of every run: 15 steps of 8 prompts × 8 completions, two gradient steps per batch
-RUN = GRPOConfig(steps=15, prompts_per_step=8, group_size=8, epochs=2, lr=1e-3, eval_every=5)
+RUN = GRPOConfig(steps=15, prompts_per_step=8, group_size=8, epochs=2, lr=1e-3, eval_every=15)
 N_EVAL = 64
 
 

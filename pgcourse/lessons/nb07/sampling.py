@@ -12,16 +12,14 @@ already finds, and the entropy of its next-token distributions falls.
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import replace
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from ...device import generator as make_generator
 from ...grpo import answer_probability, microbatch_step, rollout
 from ...plots import new_figure
+from ...stats import mean_se
 from .runs import RUN, SEEDS, Run, eval_prompts, lesson_task, over_seeds, start_policy, train_runs, window
 
 #: the training runs compared (dropping alone is shown exactly on one batch by :func:`drop_rows`)
@@ -95,25 +93,22 @@ def pass_at_k(p: torch.Tensor, ks: Sequence[int] = KS) -> torch.Tensor:
 
 
 def sharpening(runs: Sequence[Run], ks: Sequence[int] = KS) -> dict:
-    """Before and after training, per seed and prompt, the exact p_x and pass@k on the evaluation prompts; and,
-    pooled over seeds and prompts, the paired changes of pass@1 and pass@8 (mean, SE, z)."""
+    """Before and after training, exact pass@k on the evaluation prompts (``before``; ``after`` the mean of the
+    seeds, ``after_per_seed``); and per seed the changes of pass@1, pass@8, their gap pass@8 − pass@1 and the
+    entropy (last five steps − first five), each as (mean, SE) over seeds and as the per-seed values."""
+    ks = tuple(ks)
     task, ev = lesson_task(), eval_prompts()
-    p0 = answer_probability(start_policy(task), task, ev).double()
-    after = torch.stack([answer_probability(r.policy, task, ev).double() for r in runs])   # (seeds, N)
-    before = p0.expand_as(after)
-    out = {"ks": tuple(ks), "before": pass_at_k(p0, ks).mean(1), "after": pass_at_k(after.flatten(), ks).mean(1),
-           "after_per_seed": torch.stack([pass_at_k(a, ks).mean(1) for a in after])}
-    for k in (1, 8):
-        d = (1 - (1 - after) ** k - (1 - (1 - before) ** k)).flatten()
-        m, se = float(d.mean()), float(d.std() / math.sqrt(d.numel()))
-        out[f"change_pass{k}"] = (m, se, m / se if se > 0 else math.inf)
-    gap = lambda p: (1 - (1 - p) ** 8) - p  # noqa: E731
-    d = (gap(after) - gap(before)).flatten()
-    m, se = float(d.mean()), float(d.std() / math.sqrt(d.numel()))
-    out["change_gap"] = (m, se, m / se if se > 0 else math.inf)
-    ent = torch.tensor([window(r.history.entropy, "end") - window(r.history.entropy, "start") for r in runs])
-    out["entropy_change"] = (float(ent.mean()), float(ent.std() / math.sqrt(ent.numel())))
-    out["entropy_change_per_seed"] = ent
+    before = pass_at_k(answer_probability(start_policy(task), task, ev), ks).mean(1)
+    after = torch.stack([pass_at_k(answer_probability(r.policy, task, ev), ks).mean(1) for r in runs])  # (seeds, ks)
+    change = after - before
+    per_seed = {"pass1": change[:, ks.index(1)], "pass8": change[:, ks.index(8)],
+                "gap": change[:, ks.index(8)] - change[:, ks.index(1)],
+                "entropy": torch.tensor([window(r.history.entropy, "end") - window(r.history.entropy, "start")
+                                         for r in runs], dtype=torch.float64)}
+    out = {"ks": ks, "before": before, "after": after.mean(0), "after_per_seed": after, "per_seed": per_seed}
+    for name, v in per_seed.items():
+        m, se = mean_se(v)
+        out[f"{name}_change"] = (float(m), float(se))
     return out
 
 
