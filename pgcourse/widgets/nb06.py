@@ -6,14 +6,18 @@ the exact value, with their measured bias and standard deviation.
 
 ``06.group_advantages``: a group of G completions with k correct; the advantages GRPO gives them
 (with or without the division by the group std).
+
+``06.temperature``: the SFT model's distribution of the answer's first token at temperature τ, and the
+exact probability that a sampled answer is right.
 """
 from __future__ import annotations
 
 import torch
 
 from ..device import torch_threads
-from ..lessons import nb06 as lesson
+from .. import grpo as G
 from ..grpo import group_advantages
+from ..lessons import nb06 as lesson
 from . import new_figure, register
 
 DRAWS = 2000  # estimates behind each histogram
@@ -70,3 +74,39 @@ def group_advantages_widget(group_size: int = 8, correct: int = 2, scale: str = 
     ax.set_ylabel(r"advantage $\hat A_i$")
     ax.set_title(f"{correct} of {group_size} correct ({scale}): Σ|A| = {float(a.abs().sum()):.2f}", fontsize=10)
     return fig
+
+
+@register("06.temperature", temperature=("float", 1.0, 0.1, 3.0, 0.1),
+          prompt=("choice", "31415", ["31415", "2718", "907", "55"]))
+@torch_threads(1)
+def temperature_widget(temperature: float = 1.0, prompt: str = "31415"):
+    r"""The SFT model's next-token distribution :math:`\pi_\tau(\cdot\mid x)` at the first answer position, at
+    temperature τ, and the exact probability that a sampled answer to ``prompt`` is the correct one."""
+    policy = _sft()
+    task = lesson.lesson_task()
+    x = task.encode([prompt])
+    with torch.no_grad():
+        probs = torch.softmax(policy(x)[0, -1] / temperature, -1)
+        p_right = float(G.answer_probability(policy, task, x, temperature)[0])
+    ent = float(-(probs * probs.clamp_min(1e-30).log()).sum())
+    fig = new_figure(figsize=(8, 3.2))
+    ax = fig.subplots()
+    symbols = list(task.tokenizer.symbols)
+    right = task.answers(x)[0, 0]
+    ax.bar(range(len(symbols)), probs.tolist(), color=["tab:green" if i == right else "tab:blue" for i in range(len(symbols))])
+    ax.set_xticks(range(len(symbols)), symbols)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"first token of the answer to {prompt}= (green: the right one)")
+    ax.set_ylabel(r"$\pi_\tau(y_1 \mid x)$")
+    ax.set_title(f"τ = {temperature:.1f}: entropy {ent:.2f} nats; P[a sampled answer is right] = {p_right:.3f}",
+                 fontsize=10)
+    return fig
+
+
+_SFT = []
+
+
+def _sft():
+    if not _SFT:
+        _SFT.append(lesson.sft_policy())
+    return _SFT[0]
