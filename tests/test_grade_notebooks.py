@@ -55,7 +55,10 @@ def graded(tmp_path_factory):
     folder = base / "submitted"
     folder.mkdir()
     for path in SOLUTIONS:
-        names = exercise_names(path)
+        try:
+            names = exercise_names(path)
+        except grade.GradingError:         # that notebook's own tests fail with the reason; the others go on
+            continue
         if not names:
             continue
         answers, tamper = mixed_plan(names)

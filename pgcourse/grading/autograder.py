@@ -119,7 +119,7 @@ def results(reports: list[Report], reference: Reference | None, note: str = "") 
     best = max(graded, key=lambda r: r.points) if graded else (reports[0] if reports else None)
     expected = [(e.name, e.points) for e in reference.exercises] if reference else []
     rows = {row.exercise: row for row in best.rows} if best else {}
-    refused = next((row.message for row in best.rows if row.result == "refused"), "") if best else ""
+    refused = next((row.message for row in best.rows if row.result in ("refused", "error")), "") if best else ""
     why = refused or note or "no notebook in the submission"
     tests = []
     for k, (name, top) in enumerate(expected or [(n, rows[n].max_points) for n in rows], 1):

@@ -101,6 +101,8 @@ def grade_notebook(path: Path, solutions: Path = DEFAULT_SOLUTIONS, *, expected:
                                         run.max_points.get(ex.name)))
     except Refused as err:
         report.rows = [Row("-", "refused", str(err))]
+    except GradingError as err:                     # the grader's fault, not the learner's: say so, go on
+        report.rows = [Row("-", "error", f"the grader could not grade this: {one_line(str(err), 1000)}")]
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .reference import RefExercise
 
-RESULTS = ("pass", "fail", "timeout", "refused")
+RESULTS = ("pass", "fail", "timeout", "refused", "error")   # error: the grader could not run (not the learner's)
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Row:
     """One exercise of one submission: the verdict, the points and why."""
 
     exercise: str
-    result: str              # pass / fail / timeout / refused
+    result: str              # one of RESULTS
     message: str = ""
     points: float = 0.0
     max_points: float = 0.0
@@ -53,7 +53,7 @@ class Report:
 
     @property
     def score(self) -> str:
-        graded = [r for r in self.rows if r.result != "refused"]
+        graded = [r for r in self.rows if r.result not in ("refused", "error")]
         return (f"{fmt_points(self.points)}/{fmt_points(self.max_points)} points, "
                 f"{sum(r.result == 'pass' for r in graded)}/{len(graded)} exercises pass")
 
@@ -175,7 +175,7 @@ def write_summary(reports: list[Report], path: Path) -> None:
         w = csv.writer(f)
         w.writerow(SUMMARY_COLUMNS)
         for r in reports:
-            graded = [row for row in r.rows if row.result != "refused"]
+            graded = [row for row in r.rows if row.result not in ("refused", "error")]
             w.writerow([r.learner_file, Path(r.reference).name if r.reference else "", round(r.points, 4),
                         round(r.max_points, 4), sum(row.result == "pass" for row in graded), len(graded),
                         round(r.seconds, 1)])
