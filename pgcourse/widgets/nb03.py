@@ -33,9 +33,10 @@ def variance_widget(b: float = 0.0, batch_size: int = 16):
     ax = fig.add_subplot()
     lesson.plot_parabola(ax, theory, batch_size, b_current=b)
     ax.errorbar([b], [row.variance], yerr=[2 * row.variance_se], fmt="o", color="k", capsize=3,
-                label=f"measured at $b$: {row.variance:.4f} ± {row.variance_se:.1g} ({n_batches} batches)")
+                label=f"measured at $b$: {row.variance:.4f}, bar ±2 SE = ±{2 * row.variance_se:.2g} ({n_batches} batches)")
     ratio = theory.variance(b) / theory.variance(theory.b_star)
-    ax.text(0.98, 0.03, f"Var(b) / Var(b*) = {ratio:.2f}\nbias ‖ḡ − ∇J‖ = {row.bias:.3f} ± {row.bias_se:.2g}",
+    ax.text(0.98, 0.03, f"Var(b) / Var(b*) = {ratio:.2f}\n‖ḡ − ∇J‖ = {row.bias:.3f}, noise alone ≈ {row.bias_se:.3f}"
+            f"\n(ratio {row.distance_in_noise:.2f}: ≈ 1 when unbiased)",
             transform=ax.transAxes, ha="right", va="bottom", fontsize=9,
             bbox=dict(boxstyle="round", fc="white", ec="0.7"))
     ax.legend(fontsize=8, loc="upper center")
