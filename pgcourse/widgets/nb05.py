@@ -21,7 +21,7 @@ def clip_widget(clip_eps: float = 0.2, ratio: float = 1.3):
     fig = new_figure(figsize=(9, 3.6), layout=None)
     fig.subplots_adjust(left=0.075, right=0.985, bottom=0.15, top=0.91, wspace=0.25)
     axes = fig.subplots(1, 2)
-    plot_clip_objective(axes, float(clip_eps))
+    plot_clip_objective(axes, float(clip_eps), tex=False)
     for ax, A in zip(axes, (1.0, -1.0)):
         rho = torch.tensor(float(ratio), dtype=torch.float64, requires_grad=True)
         obj = clipped_objective(rho, torch.tensor(A, dtype=torch.float64), float(clip_eps))
