@@ -23,14 +23,15 @@ def _microbatch_step(policy, batch, microbatch_size, loss_type="grpo", clip_eps=
                                 temperature=temperature)["loss"]
 
 
-def _train_loop(policy, ref, task, config, seed):
+def _train_loop(policy, ref, task, config, seed, zero_grad=True):
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
     schedule = grpo.lr_schedule(opt, config)
     for _ in range(config.steps):
         batch = grpo.rollout(policy, ref, task, config, gen)
         for _ in range(config.epochs):
-            opt.zero_grad()
+            if zero_grad:
+                opt.zero_grad()
             grpo.microbatch_step(policy, batch, config.microbatch_size, loss_type=config.loss_type,
                                  clip_eps=config.clip_eps, beta=config.loss_beta, temperature=config.temperature)
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
@@ -97,18 +98,7 @@ def _loop_without_schedule(policy, ref, task, config, seed):
 
 
 def _loop_without_zero_grad(policy, ref, task, config, seed):
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
-    schedule = grpo.lr_schedule(opt, config)
-    for _ in range(config.steps):
-        batch = grpo.rollout(policy, ref, task, config, gen)
-        for _ in range(config.epochs):
-            grpo.microbatch_step(policy, batch, config.microbatch_size, loss_type=config.loss_type,
-                                 clip_eps=config.clip_eps, beta=config.loss_beta, temperature=config.temperature)
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            opt.step()
-        schedule.step()
-    return policy
+    return _train_loop(policy, ref, task, config, seed, zero_grad=False)
 
 
 WRONG = [

@@ -1,19 +1,6 @@
-r"""GRPO's loss: group-relative advantages, the KL estimators, the per-token clipped loss.
-
-For each prompt :math:`x` the policy samples a group of G completions :math:`y_1,\dots,y_G`, a
-verifier scores them :math:`r_1,\dots,r_G`, and each completion's advantage is its reward measured
-against its own group (the group mean is the baseline, the group std a scale):
-
-.. math:: \hat A_i = \frac{r_i - \operatorname{mean}(r_{1..G})}{\operatorname{std}(r_{1..G}) + \epsilon}.
-
-Every token of :math:`y_i` gets :math:`\hat A_i`, with a PPO-style clipped ratio
-:math:`\rho_{i,t} = \pi_\theta(y_{i,t}\mid x, y_{i,<t}) / \pi_{\text{old}}(y_{i,t}\mid x, y_{i,<t})`
-and a KL penalty to a frozen reference policy (the k3 estimator):
-
-.. math:: \ell_{i,t} = -\min\big(\rho_{i,t}\hat A_i,\ \operatorname{clip}(\rho_{i,t}, 1-\varepsilon, 1+\varepsilon)\hat A_i\big)
-          + \beta\,\big(e^{\log\pi_{\text{ref}} - \log\pi_\theta} - (\log\pi_{\text{ref}} - \log\pi_\theta) - 1\big).
-
-The loss averages :math:`\ell_{i,t}` over valid tokens in one of three ways (``loss_type``).
+r"""GRPO's formulas (the package docstring, :mod:`pgcourse.grpo`, writes out the objective): group-relative
+advantages, the leave-one-out baseline, the k1/k2/k3 KL estimators, the token weights of the three loss
+types, and the per-token clipped loss with the k3 term.
 """
 from __future__ import annotations
 
