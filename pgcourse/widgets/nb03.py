@@ -29,15 +29,16 @@ def variance_widget(b: float = 0.0, batch_size: int = 16):
     mdp, logits, exact, theory = _lesson()
     n_batches = max(2, LIVE_EPISODES // batch_size)
     row = summarize(gradient_samples(mdp, logits, lesson.full_return_minus(b), batch_size, n_batches, seed=7), exact)
-    fig = new_figure(figsize=(7, 4.2))
+    fig = new_figure(figsize=(7, 4.2), layout=None)      # fixed margins: no layout pass on every redraw
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.12, top=0.93)
     ax = fig.add_subplot()
-    lesson.plot_parabola(ax, theory, batch_size, b_current=b)
+    lesson.plot_parabola(ax, theory, batch_size, b_current=b, tex=False)   # plain text: no mathtext per redraw
     ax.errorbar([b], [row.variance], yerr=[2 * row.variance_se], fmt="o", color="k", capsize=3,
-                label=f"measured at $b$: {row.variance:.4f}, bar ±2 SE = ±{2 * row.variance_se:.2g} ({n_batches} batches)")
+                label=f"measured at b: {row.variance:.4f}, bar ±2 SE = ±{2 * row.variance_se:.2g} ({n_batches} batches)")
     ratio = theory.variance(b) / theory.variance(theory.b_star)
-    ax.text(0.98, 0.03, f"Var(b) / Var(b*) = {ratio:.2f}\n‖ḡ − ∇J‖ = {row.bias:.3f}, noise alone ≈ {row.bias_se:.3f}"
-            f"\n(ratio {row.distance_in_noise:.2f}: ≈ 1 when unbiased)",
-            transform=ax.transAxes, ha="right", va="bottom", fontsize=9,
+    ax.text(0.02, 0.03, f"Var(b) / Var(b*) = {ratio:.2f}\n‖ḡ − ∇J‖ = {row.bias:.3f}, noise {row.bias_se:.3f}"
+            f"\n(ratio {row.distance_in_noise:.2f}; ≈ 1 if unbiased)",
+            transform=ax.transAxes, ha="left", va="bottom", fontsize=8,
             bbox=dict(boxstyle="round", fc="white", ec="0.7"))
     ax.legend(fontsize=8, loc="upper center")
     return fig

@@ -10,23 +10,29 @@ __all__ = ["FIGURES", "plot_constant_scan", "plot_parabola", "plot_shrink", "shr
 
 
 def plot_parabola(ax, theory: PerEpisode, batch_size: int, lo: float = -1.0, hi: float = 2.0,
-                  b_current: float | None = None) -> None:
-    """The parabola v(b)/B with b = 0, E[R], b* (and optionally the learner's b) marked; labelled axes."""
+                  b_current: float | None = None, tex: bool = True) -> None:
+    """The parabola v(b)/B with b = 0, E[R], b* (and optionally the learner's b) marked; labelled axes.
+
+    ``tex=False`` writes plain-text labels (a widget redraws faster without mathtext)."""
     B = batch_size
     bs = torch.linspace(lo, hi, 201, dtype=torch.float64)
-    ax.plot(bs, theory.variance(bs, B), color="C0", lw=2, label=f"$(a - 2bc + b^2 d)/B$ from {theory.n} episodes")
-    marks = [(0.0, "C3", "$b = 0$"), (theory.mean_return, "C2", r"$b = \mathbb{E}[R]$"),
-             (theory.b_star, "C1", r"$b^* = \mathbb{E}[\|s\|^2R]/\mathbb{E}[\|s\|^2]$")]
+    ax.plot(bs, theory.variance(bs, B), color="C0", lw=2,
+            label=(f"$(a - 2bc + b^2 d)/B$" if tex else "(a - 2bc + b² d)/B") + f" from {theory.n} episodes")
+    marks = [(0.0, "C3", "$b = 0$" if tex else "b = 0"),
+             (theory.mean_return, "C2", r"$b = \mathbb{E}[R]$" if tex else "b = E[R]"),
+             (theory.b_star, "C1", r"$b^* = \mathbb{E}[\|s\|^2R]/\mathbb{E}[\|s\|^2]$" if tex else "b* = E[‖s‖²R]/E[‖s‖²]")]
     for b, color, label in marks:
         v = theory.variance(b, B)
         ax.plot([b], [v], "D", color=color, ms=8, zorder=5, label=f"{label} = {b:.3f}: {v:.4f}")
         ax.axvline(b, color=color, lw=0.8, ls=":")
     if b_current is not None:
         v = theory.variance(b_current, B)
-        ax.plot([b_current], [v], "*", color="C4", ms=16, zorder=6, label=f"your $b$ = {b_current:.2f}: {v:.4f}")
-    ax.set_xlabel("constant baseline $b$")
-    ax.set_ylabel(r"total variance $\mathrm{tr}\,\mathrm{Cov}(\hat g)$")
-    ax.set_title(f"Variance of $\\nabla\\log p(\\tau)\\,(R-b)$, batch size {B}")
+        ax.plot([b_current], [v], "*", color="C4", ms=16, zorder=6,
+                label=f"your {'$b$' if tex else 'b'} = {b_current:.2f}: {v:.4f}")
+    ax.set_xlabel("constant baseline $b$" if tex else "constant baseline b")
+    ax.set_ylabel(r"total variance $\mathrm{tr}\,\mathrm{Cov}(\hat g)$" if tex else "total variance tr Cov(ĝ)")
+    ax.set_title(f"Variance of $\\nabla\\log p(\\tau)\\,(R-b)$, batch size {B}" if tex
+                 else f"Variance of ∇log p(τ) (R − b), batch size {B}")
 
 
 def plot_constant_scan(scan: ConstantScan, ax) -> None:
