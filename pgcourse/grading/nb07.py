@@ -2,9 +2,11 @@
 
 * ``07.k3_expected_gradient`` (predict): the exact expected gradient, in the policy's logits, of GRPO's
   k3 term put in the loss, :math:`\\pi - \\pi_{\\text{ref}}` (the forward KL's gradient).
-* ``07.reverse_kl_penalty`` (debug): fix a per-token penalty so that, put in the loss, its expected
-  gradient is the REVERSE KL's. The check cell passes ``pgcourse.kl.penalty_gradient(kl_penalty)``:
-  the exact expected gradient of the learner's penalty.
+* ``07.reverse_kl_penalty`` (debug): fix a per-token penalty ``kl_penalty(logp, ref_logp)`` so that, put in
+  the loss, its expected gradient is the REVERSE KL's. Each case calls it on the log-probabilities of EVERY
+  outcome (``logp`` a leaf that requires grad); the comparison differentiates what it returns, weighted
+  by the (detached) probabilities, and maps the result through the log-softmax to the logits: the exact
+  expected gradient of the penalty (what :func:`pgcourse.kl.expected_gradient` computes for a callable).
 """
 from __future__ import annotations
 
@@ -66,6 +68,56 @@ def k3_expected_gradient_cases(gen: torch.Generator) -> list[Case]:
     return _cases(gen, "forward")
 
 
-@exercise("07.reverse_kl_penalty", points=2, kind="debug", compare=_compare)
+def _leaf(t: torch.Tensor) -> torch.Tensor | None:
+    """The leaf tensor a result was computed from (the case's ``logp``), found in its autograd graph."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if hasattr(fn, "variable"):
+            return fn.variable
+        todo.extend(f for f, _ in fn.next_functions)
+    return None
+
+
+def penalty_expected_gradient(penalty_values) -> torch.Tensor | str:
+    r"""From the penalties :math:`\ell_x` a learner's function returned for every outcome x (computed from the
+    leaf ``logp``): :math:`\nabla_z \sum_x \operatorname{sg}(\pi_x)\,\ell_x`, with :math:`u = \partial/\partial\log\pi` and
+    :math:`\partial\log\pi_x/\partial z_k = \delta_{xk} - \pi_k`: :math:`u - \pi \sum_x u_x`. A string says why not."""
+    if not isinstance(penalty_values, torch.Tensor):
+        return f"kl_penalty must return a tensor (one penalty per token), got {type(penalty_values).__name__}"
+    lp = _leaf(penalty_values) if penalty_values.requires_grad else None
+    if lp is None:
+        return "zero"
+    if penalty_values.shape != lp.shape:
+        return f"kl_penalty must return one value per token, shaped like logp {tuple(lp.shape)}, got {tuple(penalty_values.shape)}"
+    pi = lp.detach().exp()
+    (u,) = torch.autograd.grad((pi * penalty_values).sum(), lp, allow_unused=True)
+    u = torch.zeros_like(pi) if u is None else u
+    return u - pi * u.sum(-1, keepdim=True)
+
+
+def _compare_penalty(got, expected) -> str | None:
+    """Compare the expected gradient of the learner's penalties (``got``: the penalties) with ``expected``."""
+    g = penalty_expected_gradient(got)
+    if isinstance(g, str) and g != "zero":
+        return g
+    g = torch.zeros_like(expected) if isinstance(g, str) else g
+    why = _compare(g, expected)
+    if why is None:
+        return None
+    with torch.no_grad():
+        shown = repr(g.detach().cpu()) if g.numel() <= 16 else f"a tensor of shape {tuple(g.shape)}"
+    return f"{why} (\"expected\" is a gradient in the logits; \"got\" shows your penalties, whose expected gradient is {shown})"
+
+
+@exercise("07.reverse_kl_penalty", points=2, kind="debug", compare=_compare_penalty)
 def reverse_kl_penalty_cases(gen: torch.Generator) -> list[Case]:
-    return _cases(gen, "reverse", "; the reverse KL's gradient is π ⊙ (log π − log π_ref − KL)")
+    cases = []
+    for case in _cases(gen, "reverse", "; its expected gradient must be the reverse KL's, π ⊙ (log π − log π_ref − KL)"):
+        z, r = case.args
+        logp = torch.log_softmax(z, -1).detach().requires_grad_(True)
+        cases.append(Case((logp, torch.log_softmax(r, -1)), expected=case.expected, note=case.note))
+    return cases
