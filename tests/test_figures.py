@@ -99,3 +99,15 @@ def test_bench_widgets_times_every_widget_at_its_defaults(capsys):
             lo, hi = (10 ** spec[2], 10 ** spec[3]) if spec[0] == "log" else (spec[2], spec[3])
             assert lo - 1e-9 <= moved <= hi + 1e-9, (name, moved)
     assert "budget 250 ms" in out
+
+
+def test_readme_names_real_functions_for_every_figure():
+    """Each row of the lecturers' table names the function that makes it, and that function exists."""
+    import importlib
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## For lecturers", 1)[-1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\d\d_[a-z0-9_]+\.png)` \|.*\| `(pgcourse\.[\w.]+)` \|$", section, re.M)
+    assert sorted(n for n, _ in rows) == sorted(FIGS), "the table's figures are not exactly the registered ones"
+    for name, dotted in rows:
+        module, attr = dotted.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), attr, None)), f"{name}: {dotted} does not exist"
