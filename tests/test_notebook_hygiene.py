@@ -110,6 +110,8 @@ def test_saved_outputs_are_clean_and_markers_are_tags(path):
         text = output_text(cell)
         assert not PROGRESS_BAR.search(text), f"{path.name} cell {i}: a text progress bar in a saved output"
         assert not ADDRESS.search(text), f"{path.name} cell {i}: a memory address in a saved output"
+        assert "execution" not in cell.metadata, (f"{path.name} cell {i}: execution timestamps in the cell's metadata "
+                                                  "(execute with --ExecutePreprocessor.record_timing=False)")
         assert not re.search(r"^\s*#\s*NBVAL_", cell.source, re.M), \
             f"{path.name} cell {i}: an nbval marker as a comment; use the cell tag (e.g. nbval-ignore-output)"
         if re.search(r"(^|\W)show\(\s*[\"']\d\d\.", cell.source):
