@@ -278,10 +278,13 @@ def test_notebook_runs_in_jupyterlab_and_its_widget_answers(lab_browser, path):
         assert slider is not None, f"{path.name}: the widget has no slider"
         handle, readout = slider.query_selector(".noUi-handle"), slider.query_selector(".widget-readout")
         latencies, moves = [], []
+        now, lo, hi = (float(handle.get_attribute(a)) for a in ("aria-valuenow", "aria-valuemin", "aria-valuemax"))
+        key = "ArrowRight" if hi - now >= now - lo else "ArrowLeft"     # towards the far end: every move is new
         for k in range(N_MOVES):
             value = readout.inner_text()
-            key = "ArrowLeft" if handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax") \
-                else "ArrowRight"
+            if handle.get_attribute("aria-valuenow") in (handle.get_attribute("aria-valuemax"),
+                                                         handle.get_attribute("aria-valuemin")) and k:
+                key = "ArrowLeft" if key == "ArrowRight" else "ArrowRight"
             latencies.append(_move_and_time(page, widget, handle, readout, picture, key, value))
             moves.append(f"{value}->{readout.inner_text()}")
         median = statistics.median(latencies)
