@@ -14,6 +14,7 @@ import torch
 
 from ..kl import kl_gradient
 from . import Case, derive, differ, exercise
+from .losses import leaves
 
 _OTHER: dict[int, tuple[torch.Tensor, str]] = {}   # id(expected) -> (the other KL direction's gradient, its name)
 
@@ -70,16 +71,8 @@ def k3_expected_gradient_cases(gen: torch.Generator) -> list[Case]:
 
 def _leaf(t: torch.Tensor) -> torch.Tensor | None:
     """The leaf tensor a result was computed from (the case's ``logp``), found in its autograd graph."""
-    seen, todo = set(), [t.grad_fn]
-    while todo:
-        fn = todo.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if hasattr(fn, "variable"):
-            return fn.variable
-        todo.extend(f for f, _ in fn.next_functions)
-    return None
+    found = leaves(t)
+    return found[0] if found else None
 
 
 def penalty_expected_gradient(penalty_values) -> torch.Tensor | str:
